@@ -1,0 +1,1 @@
+"""Data stage: sources → download → safe extraction → decode → clip store → validation → DVC."""
