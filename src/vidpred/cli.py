@@ -114,6 +114,9 @@ ConfigOpt = typer.Option(..., "--config", help="YAML config file or a name under
 def _train(module: str, config: str, overrides: Optional[List[str]]) -> None:
     import importlib
 
+    from vidpred.config import resolve_config_path
+
+    resolve_config_path(config)  # a missing file is reported before the (slow) stage import
     result = importlib.import_module(f"vidpred.train.{module}").main(config, overrides or [])
     describe = getattr(result, "describe", None)
     typer.echo(describe() if callable(describe) else str(result))

@@ -1,0 +1,65 @@
+"""The command line: --help everywhere, one clear error line and a non-zero exit on bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VIDPRED = [sys.executable, "-m", "vidpred.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*VIDPRED, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def all_commands():
+    import typer.main
+
+    from vidpred.cli import app
+
+    root = typer.main.get_command(app)
+    out = []
+
+    def walk(cmd, path):
+        out.append(path)
+        if getattr(cmd, "commands", None):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+
+    walk(root, [])
+    return out
+
+
+@pytest.mark.parametrize("path", all_commands(), ids=lambda p: " ".join(p) or "vidpred")
+def test_help_on_every_command(path):
+    from typer.testing import CliRunner
+
+    from vidpred.cli import app
+
+    res = CliRunner().invoke(app, [*path, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_contract_commands_exist():
+    names = {" ".join(p) for p in all_commands()}
+    for required in ["data prepare", "data validate", "preprocess moso", "run", "compile",
+                     "train corrwise", "train moso-vqvae", "train moso-transformer", "train landmarks",
+                     "train landmark-dynamics", "experiment toycar"]:
+        assert required in names
+
+
+def test_unknown_dataset_is_one_line_error(tmp_path):
+    res = run("data", "prepare", "--dataset", "nope", "--out", str(tmp_path / "o"))
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == [lines[0]] and lines[0].startswith("error: unknown dataset 'nope'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_config_file_is_one_line_error(tmp_path):
+    res = run("train", "corrwise", "--config", str(tmp_path / "missing.yaml"))
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error: config file not found")
+    assert len(res.stderr.strip().splitlines()) == 1
