@@ -187,7 +187,8 @@ _mount_optional("vidpred.commands_landmarks", "landmarks")
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # in this mode typer returns the exit code instead of raising it
+        sys.exit(rc if isinstance(rc, int) else 0)
     except VidpredError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

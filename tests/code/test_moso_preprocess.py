@@ -229,3 +229,19 @@ def test_preprocess_store_bad_input_leaves_nothing(tmp_path):
     (out / "motion.npy").write_bytes((out / "motion.npy").read_bytes()[:200])
     with pytest.raises(VidpredError, match="motion.npy"):
         load_moso_store(out)
+
+
+def test_cli_preprocess_moso(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidpred.cli import app
+
+    src = make_store(tmp_path / "store")
+    res = CliRunner().invoke(app, ["preprocess", "moso", "--input", str(src), "--out", str(tmp_path / "m"),
+                                   "--lower", "0.2", "--upper", "0.8"])
+    assert res.exit_code == 0, res.output
+    assert "4 clips of 4 frames" in res.output and "[0.2, 0.8]" in res.output
+    assert json.loads((tmp_path / "m" / "moso.json").read_text())["lower"] == 0.2
+    bad = CliRunner().invoke(app, ["preprocess", "moso", "--input", str(src), "--out", str(tmp_path / "b"),
+                                   "--lower", "0.95"])
+    assert isinstance(bad.exception, VidpredError) and not (tmp_path / "b").exists()
