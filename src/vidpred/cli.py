@@ -56,7 +56,7 @@ def data_prepare(
 def data_validate(
     directory: Path = typer.Argument(..., help="A clip store written by `vidpred data prepare`."),
     clip_len: Optional[int] = typer.Option(None, "--clip-len", help="Clip length to require (default: the store's)."),
-    report_dir: Optional[Path] = typer.Option(None, help="Where to write the GX result (default DIR/validation)."),
+    report_dir: Optional[Path] = typer.Option(None, help="Where to write the GX result (default: the sibling folder DIR.validation)."),
 ):
     """Run the Great Expectations gates on a store; exit 1 (with a JSON + text report) if any fails."""
     from vidpred.data.validate import validate_store

@@ -59,11 +59,14 @@ def test_good_store_passes_and_writes_reports(good, tmp_path):
     assert "all 8 gates passed" in txt and "PASS shards" in txt
 
 
-def test_default_report_dir_is_inside_store(tmp_path):
+def test_default_report_dir_is_beside_the_store(tmp_path):
     store = make_store(tmp_path / "s")
+    before = sorted(p.relative_to(store) for p in store.rglob("*"))
     validate_store(store)
-    assert (store / "validation" / "validation.json").is_file()
-    assert (store / "validation" / "validation.txt").is_file()
+    assert (tmp_path / "s.validation" / "validation.json").is_file()
+    assert (tmp_path / "s.validation" / "validation.txt").is_file()
+    # the store itself (tracked by DVC) is untouched
+    assert sorted(p.relative_to(store) for p in store.rglob("*")) == before
 
 
 def test_too_short_video_fails_long_enough(tmp_path):
@@ -71,7 +74,7 @@ def test_too_short_video_fails_long_enough(tmp_path):
     res = validate_store(store)
     assert failed(res) == {"long_enough"}
     assert "v2=3" in "\n".join(res.gate("long_enough").problems)
-    assert "FAIL long_enough" in (store / "validation" / "validation.txt").read_text()
+    assert "FAIL long_enough" in (store.with_name(store.name + ".validation") / "validation.txt").read_text()
     # a longer clip_len asked on the command line makes every video too short
     assert "long_enough" in failed(validate_store(make_store(tmp_path / "t"), clip_len=7))
 
@@ -81,7 +84,7 @@ def test_constant_video_fails_not_constant(tmp_path):
     res = validate_store(store)
     assert failed(res) == {"not_constant"}
     assert "v1=0" in res.gate("not_constant").problems[0]
-    report = json.loads((store / "validation" / "validation.json").read_text())
+    report = json.loads((store.with_name(store.name + ".validation") / "validation.json").read_text())
     assert report["success"] is False and report["meta"]["vidpred"]["gates"]["not_constant"] is False
 
 

@@ -22,7 +22,8 @@ expectation carries ``meta.gate``; a gate passes when all its expectations pass.
 ===============  ==========================================================================================
 
 Reports go to ``<report_dir>/validation.json`` (the GX result's JSON) and ``validation.txt`` (the
-lines of :meth:`ValidationResult.describe`); ``report_dir`` defaults to ``<store>/validation``.
+lines of :meth:`ValidationResult.describe`); ``report_dir`` defaults to the sibling folder ``<store>.validation`` — outside the store, so validating a
+DVC-tracked store never changes its md5.
 GX is imported lazily (its import takes seconds).
 """
 
@@ -271,7 +272,7 @@ def validate_store(directory: str | Path, clip_len: int | None = None, report_di
         gates["splits"].notes.append("no test split: test-fraction check skipped")
     success = all(g.success for g in gates.values())
     result = ValidationResult(store=directory, success=success, gates=list(gates.values()), gx_result=raw,
-                              report_dir=Path(report_dir) if report_dir is not None else directory / "validation")
+                              report_dir=Path(report_dir) if report_dir is not None else directory.with_name(directory.name + ".validation"))
 
     report = dict(raw)  # the GX result's JSON, with our gate summary added under meta.vidpred
     report["meta"] = {**(raw.get("meta") or {}), "vidpred": {
