@@ -7,7 +7,6 @@ properties every LPIPS must have (zero on identical images, positive otherwise, 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity

@@ -5,7 +5,6 @@ Tests that touch MLflow are marked slow: `import mlflow` alone takes ~8 s on thi
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -26,12 +25,18 @@ from vidpred.errors import VidpredError
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def _module_store(tmp_path_factory):
+    """One sqlite store for this module (creating the tables takes seconds), artifacts beside it."""
+    root = tmp_path_factory.mktemp("tracking")
+    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
+
+
 @pytest.fixture
-def store(monkeypatch, tmp_path) -> str:
-    """A fresh sqlite tracking store + artifact root in this test's tmp dir."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(monkeypatch, _module_store) -> str:
+    uri, artifacts = _module_store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("VIDPRED_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("VIDPRED_ARTIFACT_ROOT", str(artifacts))
     monkeypatch.delenv("VIDPRED_PARENT_RUN_ID", raising=False)
     return uri
 
@@ -104,6 +109,16 @@ def test_flatten_params_respects_mlflow_limits():
     assert len(flat["long"]) == tracking.MAX_PARAM_VALUE and flat["long"].endswith("…")
 
 
+def test_experiment_name_comes_from_tracking_section(monkeypatch):
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    assert tracking._experiment_name({"tracking": {"experiment": "vidpred-paper"}}) == "vidpred-paper"
+    assert tracking._experiment_name({"experiment": {"toycar": {"epochs": 20}}}) == "vidpred"  # a section, not a name
+    paper = load_config("paper/pipeline")  # the project's own config uses the same key
+    assert tracking._experiment_name(paper) == paper["tracking.experiment"] != "vidpred"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from-env")
+    assert tracking._experiment_name(None) == "from-env"
+
+
 def test_git_sha_is_head_or_unknown(tmp_path):
     sha = tracking.git_sha()
     if (REPO / ".git").exists():
@@ -125,13 +140,14 @@ def test_default_sqlite_store_is_created_in_vidpred_home(monkeypatch, tmp_path):
         run_id = run.info.run_id
     assert (tmp_path / "mlflow.db").is_file()
     exp = mlflow.MlflowClient(tracking.tracking_uri()).get_experiment_by_name("vidpred")
-    arts = tmp_path / "mlartifacts" / exp.experiment_id / run_id / "artifacts" / "config"
+    assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    arts = tmp_path / "mlartifacts" / run_id / "artifacts" / "config"
     assert json.loads((arts / "provenance.json").read_text()) == {"a": "assumed: test"}
     assert yaml.safe_load((arts / "resolved.yaml").read_text()) == {"a": 1}
 
 
 @pytest.mark.slow
-def test_pipeline_run_logs_params_tags_and_provenance(store, config, tmp_path):
+def test_pipeline_run_logs_params_tags_and_provenance(store, config, tmp_path, _module_store):
     import mlflow
 
     with tracking.pipeline_run("smoke", config, data_md5="abc123") as run:
@@ -146,7 +162,7 @@ def test_pipeline_run_logs_params_tags_and_provenance(store, config, tmp_path):
     assert tags["vidpred.git_sha"] == tracking.git_sha()
     exp = client.get_experiment(got.info.experiment_id)
     assert exp.name == "vidpred-test"
-    assert exp.artifact_location == (tmp_path / "artifacts").as_uri()
+    assert exp.artifact_location == _module_store[1].as_uri()
     local = client.download_artifacts(run_id, "config/provenance.json", str(tmp_path / "dl"))
     assert json.loads(Path(local).read_text())["train.lr"] == "paper: MOSO Tab. 9"
 
@@ -170,6 +186,7 @@ def test_stage_run_in_process_is_nested_under_active_pipeline_run(store, config)
 def test_stage_run_from_another_process_finds_its_parent(store, config, tmp_path):
     import mlflow
 
+    config.set("tracking.experiment", "vidpred-subprocess")  # its own experiment: exactly two runs in it
     with tracking.pipeline_run("smoke", config, data_md5="d41d8c") as parent:
         parent_id = parent.info.run_id
         exp_id = parent.info.experiment_id
@@ -193,6 +210,21 @@ def test_stage_run_from_another_process_finds_its_parent(store, config, tmp_path
     assert row["params.lr"] == "0.1" and row["metrics.loss"] == 1.25
     all_runs = mlflow.search_runs(experiment_ids=[exp_id])
     assert set(all_runs["run_id"]) == {parent_id, child_id}
+
+
+@pytest.mark.slow
+def test_stage_run_takes_its_parent_from_the_environment(store, monkeypatch):
+    import mlflow
+
+    with tracking.pipeline_run("paper", {"tracking": {"experiment": "vidpred-env"}}) as parent:
+        pass  # parent finished; the stage is started later, as a separate kfp task would
+    monkeypatch.setenv("VIDPRED_PARENT_RUN_ID", parent.info.run_id)
+    with tracking.stage_run("evaluate", {"k": 1}) as child:
+        pass
+    got = mlflow.MlflowClient(store).get_run(child.info.run_id)
+    assert got.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert got.info.experiment_id == parent.info.experiment_id  # not the default "vidpred" experiment
+    assert got.data.tags["vidpred.profile"] == "paper"
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ torch.save under TORCH_HOME, or bytes crafted to carry a given sha256 prefix). N
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

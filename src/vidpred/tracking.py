@@ -1,0 +1,313 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per stage.
+
+Where runs go
+    ``MLFLOW_TRACKING_URI`` if set (e.g. the cluster's ``http://mlflow.vidpred:5000``), else the embedded
+    default ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``. The project
+    directory is ``$VIDPRED_HOME`` or the current directory. ``VIDPRED_ARTIFACT_ROOT`` overrides the artifact
+    location given to a *new* experiment (remote servers with ``--artifacts-destination`` pick their own).
+
+What a run records
+    params = the resolved config flattened to dotted keys (values cut to MLflow's 6000-character limit,
+    logged in batches of 100); tags = ``vidpred.git_sha`` (``unknown`` outside a git checkout),
+    ``vidpred.data_md5``, ``vidpred.profile``, ``vidpred.stage``; artifacts ``config/resolved.yaml`` and
+    ``config/provenance.json`` (where every number came from).
+
+Stages in other processes
+    kfp.local runs every stage in its own subprocess, so :func:`stage_run` takes ``parent_run_id`` (or env
+    ``VIDPRED_PARENT_RUN_ID``) and starts the nested run with ``mlflow.start_run(parent_run_id=...)``, which
+    sets the ``mlflow.parentRunId`` tag.
+
+``mlflow`` is imported inside functions: importing it takes seconds, and most CLI commands never need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlparse
+
+import yaml
+
+from vidpred.errors import VidpredError
+
+DEFAULT_EXPERIMENT = "vidpred"
+MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
+MAX_KEY = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
+BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
+HEALTH_TIMEOUT = 3.0  # seconds
+
+
+# ------------------------------------------------------------------------------------------ locations
+
+def project_dir() -> Path:
+    """``$VIDPRED_HOME`` or the current directory, absolute."""
+    return Path(os.environ.get("VIDPRED_HOME") or os.getcwd()).expanduser().resolve()
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or ``sqlite:///<project>/mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return uri or f"sqlite:///{project_dir() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Artifact location for new experiments: ``$VIDPRED_ARTIFACT_ROOT`` or ``<project>/mlartifacts`` (a URI)."""
+    root = os.environ.get("VIDPRED_ARTIFACT_ROOT", "").strip()
+    if root and "://" in root:
+        return root  # s3://…, file://…, mlflow-artifacts:/…
+    path = Path(root).expanduser().resolve() if root else project_dir() / "mlartifacts"
+    return path.as_uri()
+
+
+def preflight(uri: str | None = None) -> str:
+    """Check that runs can be recorded at ``uri`` (default :func:`tracking_uri`); return the URI.
+
+    http(s): GET ``<uri>/health`` within ~3 s. sqlite: the database's directory exists (created) and is
+    writable. Other schemes are left to MLflow.
+    """
+    uri = uri or tracking_uri()
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            resp = requests.get(uri.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT)
+            if resp.status_code != 200:
+                raise OSError(f"/health answered HTTP {resp.status_code}")
+        except (requests.RequestException, OSError) as exc:
+            reason = type(exc).__name__ if isinstance(exc, requests.RequestException) else str(exc)
+            raise VidpredError(f"MLflow tracking server at {uri} is unreachable ({reason}): "
+                               "start it or unset MLFLOW_TRACKING_URI") from None
+    elif scheme == "sqlite":
+        db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        if not db or db == ":memory:":
+            return uri
+        parent = Path(db).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VidpredError(f"MLflow database directory {parent} cannot be created ({exc.strerror})") from None
+        if not os.access(parent, os.W_OK):
+            raise VidpredError(f"MLflow database directory {parent} is not writable (MLFLOW_TRACKING_URI={uri})")
+    return uri
+
+
+# ------------------------------------------------------------------------------------------ run metadata
+
+def git_sha(repo: str | Path | None = None) -> str:
+    """HEAD commit of the checkout holding vidpred (or ``repo``), ``unknown`` when there is none."""
+    from vidpred.config import REPO_ROOT
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo or REPO_ROOT, capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    sha = out.stdout.strip()
+    return sha if len(sha) == 40 else "unknown"
+
+
+def _config_parts(config: Any) -> tuple[dict, dict]:
+    """(values, provenance) of a vidpred Config or a plain mapping (its ``provenance`` key split off)."""
+    if config is None:
+        return {}, {}
+    if hasattr(config, "values") and hasattr(config, "provenance") and not isinstance(config, Mapping):
+        return dict(config.values), dict(config.provenance)
+    if isinstance(config, Mapping):
+        values = dict(config)
+        return values, dict(values.pop("provenance", None) or {})
+    raise TypeError(f"config must be a vidpred Config or a mapping, got {type(config).__name__}")
+
+
+def flatten_params(values: Mapping) -> dict[str, str]:
+    """Dotted key → string value within MLflow's limits (long values cut, marked with '…')."""
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping) and (node or not prefix):  # an empty section stays as "{}"
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+            return
+        key = prefix[:-1][:MAX_KEY]
+        text = json.dumps(node) if isinstance(node, (list, tuple, Mapping)) or node is None else str(node)
+        out[key] = text if len(text) <= MAX_PARAM_VALUE else text[: MAX_PARAM_VALUE - 1] + "…"
+
+    walk(values, "")
+    return out
+
+
+def _log_config(client, run_id: str, config: Any) -> None:
+    from mlflow.entities import Param
+
+    values, provenance = _config_parts(config)
+    params = [Param(k, v) for k, v in sorted(flatten_params(values).items())]
+    for i in range(0, len(params), BATCH):
+        client.log_batch(run_id, params=params[i:i + BATCH])
+    client.log_text(run_id, yaml.safe_dump(values, sort_keys=False), "config/resolved.yaml")
+    client.log_text(run_id, json.dumps(provenance, indent=2, sort_keys=True), "config/provenance.json")
+
+
+def _tags(profile: str | None, data_md5: str | None, stage: str | None) -> dict[str, str]:
+    sha = git_sha()
+    tags = {"vidpred.git_sha": sha, "vidpred.data_md5": data_md5 or "unknown"}
+    if sha != "unknown":
+        tags["mlflow.source.git.commit"] = sha
+    if profile:
+        tags["vidpred.profile"] = profile
+    if stage:
+        tags["vidpred.stage"] = stage
+    return tags
+
+
+def _experiment_name(config: Any) -> str:
+    """``tracking.experiment`` of the config, else ``MLFLOW_EXPERIMENT_NAME``, else ``vidpred``."""
+    values, _ = _config_parts(config)
+    tracking = values.get("tracking") if isinstance(values.get("tracking"), Mapping) else {}
+    top = values.get("experiment") if isinstance(values.get("experiment"), str) else None  # may be a section
+    return str(tracking.get("experiment") or top or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+
+
+def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
+    """Set the tracking URI (after :func:`preflight`) and return the id of experiment ``name`` (created if new)."""
+    import mlflow
+
+    uri = preflight()
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    remote = urlparse(uri).scheme in ("http", "https")
+    location = None if remote and not os.environ.get("VIDPRED_ARTIFACT_ROOT") else artifact_root()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another stage process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+@contextlib.contextmanager
+def pipeline_run(profile: str, config: Any, data_md5: str | None = None, run_name: str | None = None) -> Iterator:
+    """Parent run of one pipeline run; yields the active ``mlflow.ActiveRun`` (``.info.run_id``)."""
+    import mlflow
+
+    experiment_id = ensure_experiment(_experiment_name(config))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"pipeline-{profile}",
+                          tags=_tags(profile, data_md5, None)) as run:
+        _log_config(mlflow.MlflowClient(), run.info.run_id, config)
+        yield run
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, config: Any = None, parent_run_id: str | None = None, data_md5: str | None = None,
+              profile: str | None = None) -> Iterator:
+    """Nested run of one stage under ``parent_run_id`` (default: env ``VIDPRED_PARENT_RUN_ID``, else the
+    active run in this process, else a top-level run). Works in a different process than the parent."""
+    import mlflow
+
+    parent_run_id = parent_run_id or os.environ.get("VIDPRED_PARENT_RUN_ID") or None
+    active = mlflow.active_run()
+    if parent_run_id is None and active is not None:
+        parent_run_id = active.info.run_id
+    if parent_run_id:  # the stage goes into its parent's experiment
+        mlflow.set_tracking_uri(preflight())
+        try:
+            parent = mlflow.MlflowClient().get_run(parent_run_id)
+        except Exception:
+            raise VidpredError(f"parent MLflow run '{parent_run_id}' was not found at {tracking_uri()}") from None
+        experiment_id = parent.info.experiment_id
+        profile = profile or parent.data.tags.get("vidpred.profile")
+        data_md5 = data_md5 or parent.data.tags.get("vidpred.data_md5")
+    else:
+        experiment_id = ensure_experiment(_experiment_name(config))
+    nested = active is not None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested,
+                          parent_run_id=parent_run_id, tags=_tags(profile, data_md5, stage)) as run:
+        if config is not None:
+            _log_config(mlflow.MlflowClient(), run.info.run_id, config)
+        yield run
+
+
+# ------------------------------------------------------------------------------------------ logging helpers
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log a dict of scalar metrics at ``step`` to the active run (non-finite values are rejected)."""
+    import math
+
+    import mlflow
+
+    clean = {}
+    for key, value in metrics.items():
+        value = float(value)
+        if not math.isfinite(value):
+            raise VidpredError(f"metric '{key}' is {value}: refusing to log a non-finite value")
+        clean[key] = value
+    mlflow.log_metrics(clean, step=step)
+
+
+def _to_uint8_image(image) -> "Any":
+    import numpy as np
+
+    arr = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.transpose(arr, (1, 2, 0))  # C×H×W → H×W×C
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.dtype != np.uint8:
+        if not np.isfinite(arr).all():
+            raise VidpredError("image to log contains NaN or infinite values")
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return arr
+
+
+def log_image(image, artifact_file: str) -> None:
+    """Log a numpy/torch image (H×W, H×W×C or C×H×W; float in [0, 1] or uint8) or a matplotlib figure as PNG."""
+    if hasattr(image, "savefig"):  # matplotlib figure
+        buf = io.BytesIO()
+        image.savefig(buf, format="png", bbox_inches="tight")
+        _log_bytes(buf.getvalue(), artifact_file)
+        return
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8_image(image)).save(buf, format="PNG")
+    _log_bytes(buf.getvalue(), artifact_file)
+
+
+def log_gif(frames, artifact_file: str, fps: float = 4.0) -> None:
+    """Log a T×H×W×C / T×C×H×W clip (float in [0, 1] or uint8) as an endlessly looping GIF."""
+    from PIL import Image
+
+    images = [Image.fromarray(_to_uint8_image(f)) for f in frames]
+    if not images:
+        raise VidpredError(f"cannot log GIF {artifact_file}: the clip has no frames")
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    _log_bytes(buf.getvalue(), artifact_file)
+
+
+def _log_bytes(data: bytes, artifact_file: str) -> None:
+    import tempfile
+
+    import mlflow
+
+    path = Path(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / path.name
+        local.write_bytes(data)
+        mlflow.log_artifact(str(local), artifact_path=str(path.parent) if str(path.parent) != "." else None)
+
+
+__all__ = ["project_dir", "tracking_uri", "artifact_root", "preflight", "git_sha", "flatten_params",
+           "ensure_experiment", "pipeline_run", "stage_run", "log_metrics", "log_image", "log_gif"]
