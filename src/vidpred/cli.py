@@ -168,6 +168,29 @@ def experiment_toycar(
     typer.echo(describe() if callable(describe) else str(result))
 
 
+weights_app = typer.Typer(no_args_is_help=True, help="Pretrained weights (AlexNet, VGG19, RAFT, I3D): status and fetch.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list():
+    """Show each registered weight file, its status in the cache, and where it comes from."""
+    from vidpred.weights import REGISTRY, cache_dir, weight_status
+
+    typer.echo(f"cache: {cache_dir()}")
+    for name in sorted(REGISTRY):
+        spec = REGISTRY[name]
+        typer.echo(f"{name:12s} {weight_status(name):10s} {spec.filename}  <- {spec.url}")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="Registry name, e.g. alexnet, vgg19, raft_large, i3d.")):
+    """Download one weight file into the cache (or say exactly where to put it when offline)."""
+    from vidpred.weights import weight_path
+
+    typer.echo(f"{name}: {weight_path(name)}")  # downloads unless VIDPRED_OFFLINE=1
+
+
 def _mount_optional(module: str, name: str) -> None:
     """Mount a command group owned by a model module (kept light at import time)."""
     import importlib

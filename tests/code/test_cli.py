@@ -63,3 +63,24 @@ def test_missing_config_file_is_one_line_error(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error: config file not found")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_weights_list_reports_missing_and_standin(tmp_path):
+    """`vidpred weights list` reads the same cache the code uses ($TORCH_HOME/hub/checkpoints)."""
+    import os
+
+    env = {**os.environ, "TORCH_HOME": str(tmp_path)}
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    from vidpred.weights import REGISTRY
+
+    # a stand-in file (not the real AlexNet) under the expected name: its hash prefix cannot match
+    (ckpt / REGISTRY["alexnet"].filename).write_bytes(b"stand-in, not real weights")
+    res = run("weights", "list", env=env)
+    assert res.returncode == 0, res.stderr
+    rows = {ln.split()[0]: ln.split()[1] for ln in res.stdout.splitlines()[1:]}
+    assert rows["alexnet"] == "stand-in"
+    assert rows["vgg19"] == "missing"
+    offline = run("weights", "fetch", "vgg19", env={**env, "VIDPRED_OFFLINE": "1"})
+    assert offline.returncode == 2
+    assert REGISTRY["vgg19"].filename in offline.stderr and str(ckpt) in offline.stderr
