@@ -1,0 +1,148 @@
+"""The reproduction pipeline: data → validation gate → MOSO preprocessing (training stages follow later).
+
+:func:`build_pipeline` turns a profile config (``configs/<profile>/pipeline.yaml``) into a ``@dsl.pipeline``
+function. Profile values are compiled into the tasks' arguments; only what changes per run is a pipeline
+parameter: ``tracking_uri`` (empty: the stage's own default, e.g. the cluster's ``MLFLOW_TRACKING_URI``)
+and ``parent_run_id`` (the MLflow parent run the stages nest under). The pipeline's output is the data md5.
+
+Per task, :func:`configure` applies from the profile
+* ``resources.<task>`` (else ``resources.default``): ``cpu_request``, ``cpu_limit``, ``memory_request``,
+  ``memory_limit`` (Kubernetes quantities such as ``"2"``, ``"500m"``, ``"4G"``);
+* ``gpu`` when the task is listed in ``gpu.stages`` (:func:`request_gpu`);
+* ``pipeline.env``: environment variables for every task.
+Resources, accelerators, tolerations and node selectors are ignored by ``kfp.local`` but compile into the
+YAML (the last two into the PlatformSpec, the YAML's second document).
+
+Adding a stage: a component in ``components/``, then in ``reproduce`` one call plus ``configure(...)``.
+(No ``from __future__ import annotations`` here: kfp reads the pipeline's type annotations at run time.)
+"""
+
+import json
+from typing import Any, Mapping
+
+from kfp import dsl, kubernetes
+
+from components import preprocess_moso, prepare_data, validate_data
+from components.common import with_image
+from vidpred.errors import VidpredError
+
+RESOURCE_SETTERS = {
+    "cpu_request": "set_cpu_request",
+    "cpu_limit": "set_cpu_limit",
+    "memory_request": "set_memory_request",
+    "memory_limit": "set_memory_limit",
+}
+
+
+def _plain(cfg_section: Any) -> dict:
+    if cfg_section is None:
+        return {}
+    values = cfg_section if isinstance(cfg_section, Mapping) else getattr(cfg_section, "values", cfg_section)
+    if not isinstance(values, Mapping):
+        raise VidpredError(f"expected a mapping, got {type(values).__name__}: {values!r}")
+    return dict(values)
+
+
+def request_gpu(task: dsl.PipelineTask, gpu_cfg: Mapping | Any) -> dsl.PipelineTask:
+    """Schedule ``task`` on a GPU node from config keys.
+
+    ``type`` (e.g. ``nvidia.com/gpu``) and ``count`` → accelerator type and limit; ``toleration``
+    {``key``, ``operator`` (default Equal, or Exists), ``value``, ``effect``} → a pod toleration;
+    ``node_selector`` {``label``, ``value``} → a node selector. Missing optional parts are skipped.
+    """
+    gpu = _plain(gpu_cfg)
+    gpu_type, count = gpu.get("type"), gpu.get("count", 1)
+    if not gpu_type or not isinstance(gpu_type, str):
+        raise VidpredError(f"gpu.type must name an accelerator (e.g. nvidia.com/gpu), got {gpu_type!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise VidpredError(f"gpu.count must be an integer ≥ 1, got {count!r}")
+    task.set_accelerator_type(gpu_type)
+    task.set_accelerator_limit(count)
+    tol = _plain(gpu.get("toleration"))
+    if tol:
+        operator = tol.get("operator") or ("Equal" if tol.get("value") is not None else "Exists")
+        if operator not in ("Equal", "Exists"):
+            raise VidpredError(f"gpu.toleration.operator must be Equal or Exists, got {operator!r}")
+        effect = tol.get("effect")
+        if effect not in (None, "NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise VidpredError("gpu.toleration.effect must be NoSchedule, PreferNoSchedule or NoExecute, "
+                               f"got {effect!r}")
+        kubernetes.add_toleration(task, key=tol.get("key"), operator=operator,
+                                  value=None if operator == "Exists" else str(tol.get("value")), effect=effect)
+    sel = _plain(gpu.get("node_selector"))
+    if sel:
+        if not sel.get("label") or sel.get("value") is None:
+            raise VidpredError(f"gpu.node_selector needs 'label' and 'value', got {sel!r}")
+        kubernetes.add_node_selector(task, label_key=str(sel["label"]), label_value=str(sel["value"]))
+    return task
+
+
+def configure(task: dsl.PipelineTask, cfg, name: str) -> dsl.PipelineTask:
+    """Resources, GPU scheduling and environment of task ``name`` from the profile (see the module doc)."""
+    where = f"resources.{name}" if cfg.get(f"resources.{name}", None) else "resources.default"
+    for key, value in _plain(cfg.get(where, None)).items():
+        if key not in RESOURCE_SETTERS:
+            raise VidpredError(f"{where}.{key}: unknown setting (known: {', '.join(RESOURCE_SETTERS)})")
+        getattr(task, RESOURCE_SETTERS[key])(str(value))
+    if name in (cfg.get("gpu.stages", None) or []):
+        request_gpu(task, cfg.get("gpu"))
+    for key, value in _plain(cfg.get("pipeline.env", None)).items():
+        task.set_env_variable(str(key), str(value))
+    return task
+
+
+def check_profile(cfg) -> None:
+    """Raise VidpredError (naming the key) when a setting the pipeline needs is missing or has a wrong type."""
+    def need(key: str, kind: type | tuple, minimum: float | None = None, optional: bool = False) -> None:
+        value = cfg.get(key, None)
+        if value is None and optional:
+            return
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if ok and minimum is not None:
+            ok = value >= minimum
+        if not ok:
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            bound = f" ≥ {minimum}" if minimum is not None else ""
+            raise VidpredError(f"profile {cfg.path}: '{key}' must be {names}{bound}, got {value!r}")
+
+    need("pipeline.name", str)
+    need("pipeline.base_image", str)
+    need("data.dataset", str)
+    need("data.size", int, 16)
+    need("data.clip_len", int, 1)
+    need("data.options", dict, optional=True)
+    need("validate.clip_len", int, 0, optional=True)
+    need("preprocess.clip_len", int, 0, optional=True)
+    need("preprocess.lower", (int, float), 0)
+    need("preprocess.upper", (int, float), 0)
+    need("gpu.stages", list, optional=True)
+
+
+def build_pipeline(cfg):
+    """The ``@dsl.pipeline`` function of a profile config (a ``vidpred.config.Config``)."""
+    check_profile(cfg)
+    image = cfg["pipeline.base_image"]
+    prepare_op = with_image(prepare_data, image)
+    validate_op = with_image(validate_data, image)
+    moso_op = with_image(preprocess_moso, image)
+    options = json.dumps(_plain(cfg.get("data.options", None)), sort_keys=True)
+
+    @dsl.pipeline(name=cfg["pipeline.name"], description=cfg.get("pipeline.description", ""))
+    def reproduce(tracking_uri: str = "", parent_run_id: str = "") -> str:
+        run = {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
+
+        prep = prepare_op(dataset=cfg["data.dataset"], source=cfg.get("data.source", None) or "",
+                          size=cfg["data.size"], clip_len=cfg["data.clip_len"], options_json=options, **run)
+        configure(prep, cfg, "prepare_data")
+        store, md5 = prep.outputs["store"], prep.outputs["data_md5"]
+
+        gate = validate_op(store=store, clip_len=cfg.get("validate.clip_len", 0) or 0, data_md5=md5, **run)
+        configure(gate, cfg, "validate_data")
+
+        moso = moso_op(store=store, clip_len=cfg.get("preprocess.clip_len", 0) or 0, data_md5=md5,
+                       lower=float(cfg["preprocess.lower"]), upper=float(cfg["preprocess.upper"]), **run)
+        configure(moso, cfg, "preprocess_moso").after(gate)  # nothing downstream of a failed gate runs
+
+        return md5
+
+    return reproduce

@@ -1,0 +1,271 @@
+"""Orchestration: run the reproduction pipeline through ``kfp.local``, compile it for a cluster, and the
+per-stage MLflow context the components use.
+
+* :func:`run_local` (``vidpred run --profile P``): profile config → tracking preflight → MLflow parent run
+  (params = resolved config; tags = git sha, profile) → ``kfp.local`` with ``SubprocessRunner(use_venv=False)``
+  → the parent run is tagged with the data md5 and ended (FAILED, and a VidpredError "stage X failed: …",
+  when a task fails) → a :class:`LocalRunResult` whose ``describe()`` says where everything is.
+* :func:`compile_pipeline` (``vidpred compile --profile P --out X.yaml``): the same pipeline as KFP v2 YAML.
+* :func:`stage`: a component's nested MLflow run under the pipeline's parent run (runs in the task's
+  process; a failure is recorded as the run's ``vidpred.error`` tag, which :func:`run_local` reports).
+
+The pipeline itself (DAG, resources, GPUs) is ``pipelines/reproduce.py``; the components are in
+``components/`` — both at the repository root, which is put on ``sys.path`` when needed. kfp is imported
+lazily (it is slow to import and most commands never need it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from vidpred.config import REPO_ROOT, profile_config
+from vidpred.errors import VidpredError
+
+DATA_MD5_TAG = "vidpred.data_md5"  # vidpred.tracking's tag key
+ERROR_TAG = "vidpred.error"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# ------------------------------------------------------------------------------------------ stage context
+
+class StageRun:
+    """The nested MLflow run of one stage, with the few calls a component needs."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def set_data_md5(self, md5: str) -> None:
+        import mlflow
+
+        mlflow.set_tag(DATA_MD5_TAG, md5)
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        from vidpred.tracking import log_metrics
+
+        log_metrics(metrics)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(directory), artifact_path=artifact_path)
+
+
+@contextlib.contextmanager
+def stage(name: str, params: dict | None = None, tracking_uri: str = "", parent_run_id: str = "",
+          data_md5: str = "") -> Iterator[StageRun]:
+    """Nested MLflow run ``name`` under ``parent_run_id`` (empty: a top-level run) at ``tracking_uri``
+    (empty: ``vidpred.tracking.tracking_uri()``), tagged with ``data_md5``; params = ``params``.
+
+    An exception inside is recorded as the run's ``vidpred.error`` tag (one line) and re-raised, so the
+    run ends FAILED and the task exits non-zero."""
+    import mlflow
+
+    from vidpred import tracking
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    with tracking.stage_run(name, config=params or {}, parent_run_id=parent_run_id or None,
+                            data_md5=data_md5 or None) as run:
+        try:
+            yield StageRun(run.info.run_id)
+        except BaseException as exc:
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            mlflow.set_tag(ERROR_TAG, text[:5000])
+            raise
+
+
+# ------------------------------------------------------------------------------------------ pipeline
+
+def load_pipeline_module():
+    """``pipelines.reproduce`` (the repository root goes on ``sys.path`` if it is not there)."""
+    root = str(REPO_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        from pipelines import reproduce
+    except ModuleNotFoundError as exc:
+        if exc.name in ("pipelines", "components"):
+            raise VidpredError(f"the pipeline definition ({REPO_ROOT / 'pipelines'}) was not found: "
+                               "run vidpred from a source checkout") from None
+        raise
+    return reproduce
+
+
+def _build(profile: str, overrides: Iterable[str]):
+    cfg = profile_config(profile, list(overrides))
+    return cfg, load_pipeline_module().build_pipeline(cfg)
+
+
+def compile_pipeline(profile: str, out: str | Path, overrides: Iterable[str] = ()) -> Path:
+    """Compile the profile's pipeline to KFP v2 YAML at ``out`` (written atomically); return the path."""
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise VidpredError(f"--out {out}: the pipeline file must end in .yaml or .yml")
+    _, pipeline_func = _build(profile, overrides)
+    from kfp import compiler
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.tmp-", suffix=".yaml", dir=out.parent)
+    os.close(fd)
+    try:
+        compiler.Compiler().compile(pipeline_func, package_path=tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return out.resolve()
+
+
+# ------------------------------------------------------------------------------------------ local runs
+
+@dataclass
+class LocalRunResult:
+    """Where a local pipeline run put everything; :meth:`describe` prints it."""
+
+    profile: str
+    pipeline: str
+    tracking_uri: str
+    experiment: str
+    experiment_id: str
+    parent_run_id: str
+    artifact_uri: str
+    pipeline_root: Path
+    run_dir: Path | None
+    data_md5: str
+    outputs: dict[str, list[Path]] = field(default_factory=dict)  # task → output paths
+
+    def describe(self) -> str:
+        lines = [
+            f"pipeline {self.pipeline} (profile {self.profile}) finished: {len(self.outputs)} task(s)",
+            f"data md5:           {self.data_md5}",
+            f"MLflow tracking:    {self.tracking_uri}",
+            f"experiment:         {self.experiment} (id {self.experiment_id})",
+            f"parent run:         {self.parent_run_id}",
+            f"run artifacts:      {self.artifact_uri}",
+            f"pipeline root:      {self.run_dir or self.pipeline_root}",
+        ]
+        for task, paths in sorted(self.outputs.items()):
+            for p in paths:
+                lines.append(f"  {task}: {p}")
+        lines.append("browse runs:        " + browse_command(self.tracking_uri))
+        return "\n".join(lines)
+
+
+def browse_command(uri: str) -> str:
+    """How to look at the runs: ``mlflow ui --backend-store-uri …`` for a local store, else the server URL."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _use_this_python() -> None:
+    """kfp.local's SubprocessRunner(use_venv=False) runs tasks with ``sys.executable`` (it swaps 'python3' in
+    the task command for it); put this interpreter's directory first on PATH too, so anything a task starts
+    by name (``python3``, ``dvc``, ``mlflow``) comes from the same virtualenv."""
+    bindir = str(Path(sys.executable).parent)
+    parts = os.environ.get("PATH", "").split(os.pathsep)
+    if not parts or parts[0] != bindir:
+        os.environ["PATH"] = os.pathsep.join([bindir, *[p for p in parts if p != bindir]])
+
+
+def _task_outputs(run_dir: Path | None) -> dict[str, list[Path]]:
+    if run_dir is None or not run_dir.is_dir():
+        return {}
+    skip = ("executor_output.json",)  # kfp.local's own bookkeeping
+    return {task.name: sorted(p for p in task.iterdir() if not p.name.startswith(".") and p.name not in skip)
+            for task in sorted(run_dir.iterdir()) if task.is_dir()}
+
+
+def _failed_stage(message: str, parent_run_id: str) -> tuple[str, str]:
+    """(task name, reason) of a failed kfp.local run: the task from kfp's message, the reason from the
+    ``vidpred.error`` tag of the failed stage run in MLflow."""
+    import mlflow
+
+    text = _ANSI.sub("", message)
+    match = re.search(r"Inner task failed: (.+?)\.?$", text.strip())
+    task = match.group(1).split(" inside ")[0].strip().strip("'\"") if match else "unknown"
+    reason = "see the task log above"
+    with contextlib.suppress(Exception):
+        client = mlflow.MlflowClient()
+        parent = client.get_run(parent_run_id)
+        runs = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+        errors = [r for r in runs if ERROR_TAG in r.data.tags]
+        wanted = task.replace("-", "_")
+        chosen = [r for r in errors if r.data.tags.get("vidpred.stage") == wanted] or errors
+        if chosen:
+            reason = chosen[0].data.tags[ERROR_TAG]
+    return task, reason
+
+
+def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: str | Path | None = None
+              ) -> LocalRunResult:
+    """Run the profile's pipeline with ``kfp.local`` (see the module docstring)."""
+    cfg, pipeline_func = _build(profile, overrides)
+    from vidpred import tracking
+
+    uri = tracking.preflight(tracking.tracking_uri())
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the task processes inherit it
+    root = Path(workdir or "runs").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    _use_this_python()
+
+    import mlflow
+    from kfp import local
+
+    # kfp.local ignores the image, resources and accelerators by design (they are for the cluster)
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*", category=UserWarning)
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    name = cfg["pipeline.name"]
+    before = {p.name for p in root.iterdir()}
+
+    def run_dir() -> Path | None:
+        new = sorted(p for p in root.iterdir() if p.name not in before and p.name.startswith(name) and p.is_dir())
+        return new[-1] if new else None
+
+    with tracking.pipeline_run(profile, cfg) as parent:
+        run_id = parent.info.run_id
+        # task processes inherit the environment: stages that do not take parent_run_id still nest
+        # (vidpred.tracking.stage_run reads VIDPRED_PARENT_RUN_ID)
+        previous = os.environ.get("VIDPRED_PARENT_RUN_ID")
+        os.environ["VIDPRED_PARENT_RUN_ID"] = run_id
+        try:
+            task = pipeline_func(tracking_uri=uri, parent_run_id=run_id)
+        except RuntimeError as exc:
+            failed, reason = _failed_stage(str(exc), run_id)
+            where = run_dir()
+            raise VidpredError(f"stage {failed} failed: {reason} (MLflow parent run {run_id}; task outputs "
+                               f"under {where or root})") from None
+        finally:
+            if previous is None:
+                os.environ.pop("VIDPRED_PARENT_RUN_ID", None)
+            else:
+                os.environ["VIDPRED_PARENT_RUN_ID"] = previous
+        md5 = str(task.output)
+        mlflow.set_tag(DATA_MD5_TAG, md5)
+        experiment = mlflow.MlflowClient().get_experiment(parent.info.experiment_id)
+        result = LocalRunResult(
+            profile=profile, pipeline=name, tracking_uri=uri, experiment=experiment.name,
+            experiment_id=experiment.experiment_id, parent_run_id=run_id, artifact_uri=parent.info.artifact_uri,
+            pipeline_root=root, run_dir=run_dir(), data_md5=md5)
+    result.outputs = _task_outputs(result.run_dir)
+    return result
+
+
+__all__ = ["stage", "StageRun", "compile_pipeline", "run_local", "LocalRunResult", "load_pipeline_module",
+           "browse_command"]
