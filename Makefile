@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast bench lock clean
+.PHONY: install demo test test-fast bench data lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test-fast: install ## skip tests marked slow
 bench: install ## speed figures (ratios measured in one run); needs the ffmpeg CLI for the decode baseline
 	@command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null) || echo "ffmpeg CLI missing: the ffmpeg baseline will be skipped"
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+data: install ## re-prepare data/ (default dataset), dvc add + push (updates data.dvc)
+	$(BIN)/vidpred data version
 
 lock: ## refresh requirements.lock from the current venv
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock

@@ -67,6 +67,15 @@ def data_validate(
         raise typer.Exit(1)
 
 
+@data_app.command("version")
+def data_version():
+    """Re-prepare the default dataset into data/ (smoke profile settings), `dvc add` it, `dvc push` it."""
+    from vidpred.config import REPO_ROOT
+    from vidpred.data.versioning import version_default
+
+    typer.echo(f"data/ md5 {version_default(REPO_ROOT)} (recorded in data.dvc, pushed to the default remote)")
+
+
 @preprocess_app.command("moso")
 def preprocess_moso(
     input: Path = typer.Option(..., "--input", help="A clip store."),

@@ -213,10 +213,12 @@ def pipeline_run(profile: str, config: Any, data_md5: str | None = None, run_nam
 def stage_run(stage: str, config: Any = None, parent_run_id: str | None = None, data_md5: str | None = None,
               profile: str | None = None) -> Iterator:
     """Nested run of one stage under ``parent_run_id`` (default: env ``VIDPRED_PARENT_RUN_ID``, else the
-    active run in this process, else a top-level run). Works in a different process than the parent."""
+    active run in this process, else a top-level run). Works in a different process than the parent.
+    ``data_md5`` defaults to env ``VIDPRED_DATA_MD5``, else the parent's tag."""
     import mlflow
 
     parent_run_id = parent_run_id or os.environ.get("VIDPRED_PARENT_RUN_ID") or None
+    data_md5 = data_md5 or os.environ.get("VIDPRED_DATA_MD5") or None  # set by pipeline components
     active = mlflow.active_run()
     if parent_run_id is None and active is not None:
         parent_run_id = active.info.run_id
