@@ -1,27 +1,40 @@
-"""KFP components of the CorrWise stage: training and the toy experiment (thin wrappers; logic in vidpred)."""
+"""KFP components of the CorrWise stage: predictor training and the toy experiment.
+
+Thin wrappers: logic in ``vidpred.train.corrwise`` and ``vidpred.experiments.toycar``; MLflow nesting via
+``vidpred.orchestrate.run_training_stage``. GPU scheduling is set where the pipeline uses them.
+"""
 
 from kfp import dsl
 
+from components.common import vidpred_component
 
-@dsl.component(base_image="python:3.11")
+
+@vidpred_component
 def train_corrwise(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
-                   overrides: list = []) -> str:
-    """Train the CorrWise predictor on ``store``; checkpoints and samples land in ``model.path``."""
-    from vidpred.train.corrwise import main
+                   overrides: list = [], data_md5: str = "", tracking_uri: str = "",
+                   parent_run_id: str = "") -> str:
+    """Train the CorrWise predictor on ``store``; checkpoints, samples and the model land in ``model.path``."""
+    from vidpred.orchestrate import run_training_stage
 
-    result = main(config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
-                  progress=False)
+    result = run_training_stage(
+        "corrwise", config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
     model.metadata["step"] = result.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
+    print(result.describe())
     return result.describe()
 
 
-@dsl.component(base_image="python:3.11")
+@vidpred_component
 def toycar_experiment(report: dsl.Output[dsl.Artifact], loss: str = "l1", mode: str = "corrwise",
-                      curve: bool = False, overrides: list = []) -> str:
+                      curve: bool = False, overrides: list = [], tracking_uri: str = "",
+                      parent_run_id: str = "") -> str:
     """CorrWise Fig. 2 toy experiment; the report folder (PNG, Markdown, JSON) is the output artifact."""
     from vidpred.experiments.toycar import main
+    from vidpred.orchestrate import stage_env
 
+    stage_env(tracking_uri, parent_run_id)
     result = main(loss=loss, mode=mode, out=report.path, curve=curve, overrides=list(overrides), progress=False)
     report.metadata.update({k: v for k, v in result.summary.items() if isinstance(v, (int, float, str))})
+    print(result.describe())
     return result.describe()

@@ -1,4 +1,8 @@
-"""The reproduction pipeline: data → validation gate → MOSO preprocessing (training stages follow later).
+"""The reproduction pipeline: data → validation gate → MOSO preprocessing, and the training stages.
+
+Training stages come from the profile's ``stages`` section — one entry per stage (``corrwise``, ``toycar``, …)
+with the stage's ``config`` (a file under ``configs/``) and ``overrides`` (``key=value`` strings); a stage
+that is absent or has ``enabled: false`` is left out.
 
 :func:`build_pipeline` turns a profile config (``configs/<profile>/pipeline.yaml``) into a ``@dsl.pipeline``
 function. Profile values are compiled into the tasks' arguments; only what changes per run is a pipeline
@@ -23,6 +27,7 @@ from typing import Any, Mapping
 from kfp import dsl, kubernetes
 
 from components import preprocess_moso, prepare_data, validate_data
+from components.corrwise import toycar_experiment, train_corrwise
 from components.common import with_image
 from vidpred.errors import VidpredError
 
@@ -116,6 +121,11 @@ def check_profile(cfg) -> None:
     need("preprocess.lower", (int, float), 0)
     need("preprocess.upper", (int, float), 0)
     need("gpu.stages", list, optional=True)
+    need("stages", dict, optional=True)
+    for name, section in (cfg.get("stages", None) or {}).items():
+        if not isinstance(section, dict):
+            raise VidpredError(f"profile {cfg.path}: 'stages.{name}' must be a mapping, got {section!r}")
+        need(f"stages.{name}.overrides", list, optional=True)
 
 
 def build_pipeline(cfg):
@@ -125,7 +135,17 @@ def build_pipeline(cfg):
     prepare_op = with_image(prepare_data, image)
     validate_op = with_image(validate_data, image)
     moso_op = with_image(preprocess_moso, image)
+    corrwise_op = with_image(train_corrwise, image)
+    toycar_op = with_image(toycar_experiment, image)
     options = json.dumps(_plain(cfg.get("data.options", None)), sort_keys=True)
+
+    def stage(name: str) -> dict:
+        """The profile's ``stages.<name>`` section; empty (stage left out) if absent or enabled: false."""
+        section = _plain(cfg.get(f"stages.{name}", None))
+        return section if section and section.get("enabled", True) else {}
+
+    def overrides(name: str) -> list:
+        return [str(o) for o in stage(name).get("overrides", [])]
 
     @dsl.pipeline(name=cfg["pipeline.name"], description=cfg.get("pipeline.description", ""))
     def reproduce(tracking_uri: str = "", parent_run_id: str = "") -> str:
@@ -142,6 +162,15 @@ def build_pipeline(cfg):
         moso = moso_op(store=store, clip_len=cfg.get("preprocess.clip_len", 0) or 0, data_md5=md5,
                        lower=float(cfg["preprocess.lower"]), upper=float(cfg["preprocess.upper"]), **run)
         configure(moso, cfg, "preprocess_moso").after(gate)  # nothing downstream of a failed gate runs
+
+        if stage("corrwise"):  # CorrWise predictor on the clip store
+            corr = corrwise_op(config=stage("corrwise")["config"], store=store, data_md5=md5,
+                               overrides=overrides("corrwise"), **run)
+            configure(corr, cfg, "train_corrwise").after(gate)
+        if stage("toycar"):  # CorrWise Fig. 2: needs no dataset
+            toy = toycar_op(loss=stage("toycar").get("loss", "l1"), mode=stage("toycar").get("mode", "corrwise"),
+                            overrides=overrides("toycar"), **run)
+            configure(toy, cfg, "toycar_experiment")
 
         return md5
 

@@ -87,6 +87,24 @@ def stage(name: str, params: dict | None = None, tracking_uri: str = "", parent_
             raise
 
 
+def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "") -> None:
+    """Point this (component) process at the pipeline's MLflow parent run: stage modules read these
+    variables in ``vidpred.tracking.stage_run``. Empty values keep the defaults."""
+    for key, value in (("MLFLOW_TRACKING_URI", tracking_uri), ("VIDPRED_PARENT_RUN_ID", parent_run_id),
+                       ("VIDPRED_DATA_MD5", data_md5)):
+        if value:
+            os.environ[key] = value
+
+
+def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), *, tracking_uri: str = "",
+                       parent_run_id: str = "", data_md5: str = ""):
+    """``vidpred.train.<module>.main(config, overrides)`` as a pipeline stage, nested under the parent run."""
+    import importlib
+
+    stage_env(tracking_uri, parent_run_id, data_md5)
+    return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
+
+
 # ------------------------------------------------------------------------------------------ pipeline
 
 def load_pipeline_module():

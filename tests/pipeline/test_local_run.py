@@ -12,7 +12,10 @@ from vidpred.data.versioning import dir_md5
 from vidpred.orchestrate import run_local
 
 TINY = ["data.size=32", "data.clip_len=4", "preprocess.clip_len=4", "data.options.num_videos=3",
-        "data.options.num_test=1", "data.options.num_frames=8", "data.options.num_objects=1"]
+        "data.options.num_test=1", "data.options.num_frames=8", "data.options.num_objects=1",
+        'stages.corrwise.overrides=["train.max_steps=2", "train.batch_size=2", "train.ckpt_every=2", "train.sample_every=2"]',
+        'stages.toycar.overrides=["epochs=1", "samples_per_epoch=8"]']
+STAGES = {"prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment"}
 
 
 @pytest.mark.slow
@@ -21,7 +24,7 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys):
 
     # task outputs
     assert result.run_dir is not None and result.run_dir.parent == tmp_path / "runs"
-    assert set(result.outputs) == {"prepare-data", "validate-data", "preprocess-moso"}
+    assert set(result.outputs) == STAGES
     store = result.run_dir / "prepare-data" / "store"
     assert (store / "manifest.parquet").is_file()
     assert json.loads((result.run_dir / "validate-data" / "report" / "validation.json").read_text())["success"]
@@ -39,11 +42,14 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys):
     assert result.experiment == "vidpred-smoke"
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    assert sorted(r.data.tags["vidpred.stage"] for r in children) == ["prepare_data", "preprocess_moso",
-                                                                      "validate_data"]
-    for run in children:
+    by_stage = {r.data.tags["vidpred.stage"]: r for r in children}
+    assert set(by_stage) == {"prepare_data", "preprocess_moso", "validate_data", "corrwise", "toycar-corrwise-l1"}
+    for name, run in by_stage.items():
         assert run.info.status == "FINISHED"
-        assert run.data.tags["vidpred.data_md5"] == result.data_md5
+        if name != "toycar-corrwise-l1":  # the toy experiment reads no dataset
+            assert run.data.tags["vidpred.data_md5"] == result.data_md5
+    assert (result.run_dir / "train-corrwise" / "model" / "checkpoints").is_dir()
+    assert json.loads((result.run_dir / "toycar-experiment" / "report" / "result.json").read_text())["mode"] == "corrwise"
 
     text = result.describe()
     for needle in (result.tracking_uri, result.parent_run_id, "vidpred-smoke", str(result.run_dir),
