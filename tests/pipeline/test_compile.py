@@ -11,7 +11,7 @@ from vidpred.errors import VidpredError
 from vidpred.orchestrate import compile_pipeline
 
 VIDPRED = [sys.executable, "-m", "vidpred.cli"]
-TASKS = ("prepare-data", "validate-data", "preprocess-moso")
+TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment")
 
 
 def cli(*args, **kw):
@@ -51,8 +51,19 @@ def test_cli_compile_paper_writes_resources_per_task(tmp_path):
         assert (r["resourceCpuRequest"], r["resourceCpuLimit"]) == (cpu_req, cpu_lim), name
         assert (r["resourceMemoryRequest"], r["resourceMemoryLimit"]) == (mem_req, mem_lim), name
         assert container["image"] == "vidpred:0.1.0"
-        assert "accelerator" not in r  # no GPU stages yet in the paper profile
+        assert "accelerator" not in r  # data stages run on CPU nodes
         assert not any("pip install" in part for part in container["command"]), "nothing installed at run time"
+
+
+def test_paper_profile_schedules_training_on_a_gpu_node(tmp_path):
+    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "p.yaml"))
+    dag = spec["root"]["dag"]["tasks"]
+    assert "validate-data" in dag["train-corrwise"]["dependentTasks"]  # training waits for the gate
+    acc = executors(spec)["exec-train-corrwise"]["container"]["resources"]["accelerator"]
+    assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-corrwise"]
+    assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
 
 
 def test_paper_profile_settings_reach_the_tasks(tmp_path):
