@@ -41,6 +41,8 @@ def prepare_data(
         print(summary.describe())
         md5 = dir_md5(store.path)
         run.set_data_md5(md5)
+        run.log_artifact(f"{store.path}/preview.png", "data")  # first frames of the first videos
+        run.log_artifact(f"{store.path}/report.json", "data")  # rejected / too-short inputs
         run.log_metrics({"videos": sum(summary.videos.values()), "frames": summary.frames,
                          "rejected": len(summary.rejected)})
     store.metadata.update({"data_md5": md5, "dataset": dataset, "size": size, "clip_len": clip_len})

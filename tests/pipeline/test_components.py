@@ -70,6 +70,8 @@ def test_prepare_validate_preprocess_as_functions(tmp_path, parent_run):
     client = mlflow.MlflowClient(uri)
     listed = [a.path for a in client.list_artifacts(runs["preprocess_moso"].info.run_id, "moso")]
     assert listed == ["moso/preview.png"]
+    listed = sorted(a.path for a in client.list_artifacts(runs["prepare_data"].info.run_id, "data"))
+    assert listed == ["data/preview.png", "data/report.json"]
 
 
 @pytest.mark.slow
