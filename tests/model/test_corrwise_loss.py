@@ -84,6 +84,7 @@ def standin_vgg(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow  # builds a 548 MB VGG19 stand-in
 def test_perceptual_layers_weights_and_distance(standin_vgg):
     idx = vgg19_layer_index()
     assert idx["relu1_1"] == 1 and idx["relu2_1"] == 6 and idx["relu4_2"] == 22 and idx["relu5_1"] == 29
@@ -102,6 +103,7 @@ def test_perceptual_layers_weights_and_distance(standin_vgg):
         PerceptualLoss(["relu9_9"], [1.0], trunk_weights=standin_vgg)
 
 
+@pytest.mark.slow  # builds a 548 MB VGG19 stand-in
 def test_corrwise_perceptual_sum_gets_gradients(standin_vgg):
     base = make_base_loss("l1+perceptual", {"trunk_weights": str(standin_vgg)})
     loss = CorrWiseLoss(base, DisFlow())

@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from vidpred.data.sources.base import RawVideo
+from vidpred.errors import VidpredError
 
 
 def background(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -105,13 +106,18 @@ def render(bg: np.ndarray, sprite: tuple[np.ndarray, np.ndarray], x_frac: float,
     return out
 
 
-def sprite_size(height: int, width: int) -> tuple[int, int]:
-    """Sprite height and width for a scene (height/5 tall, width/6 wide — assumed, see configs)."""
-    return max(4, round(height / 5)), max(8, round(width / 6))
+def sprite_size(height: int, width: int, rel_width: float = 1 / 6) -> tuple[int, int]:
+    """Sprite height and width for a scene: ``rel_width`` of the scene's width wide (default 1/6) and
+    ``height/5 · 6·rel_width`` tall (the same aspect at every size). The paper gives no car size: assumed."""
+    if not 0 < rel_width < 1:
+        raise VidpredError(f"car width must be a fraction of the scene width in (0, 1), got {rel_width}")
+    return max(4, round(height / 5 * 6 * rel_width)), max(8, round(width * rel_width))
 
 
-def car_center(height: int, width: int, x_frac: float, y_frac: float = 0.7) -> tuple[float, float]:
-    h, w = sprite_size(height, width)
+def car_center(height: int, width: int, x_frac: float, y_frac: float = 0.7,
+               rel_width: float = 1 / 6) -> tuple[float, float]:
+    """The car's centre (x, y pixels) in a scene rendered by :func:`render` at ``x_frac``/``y_frac``."""
+    h, w = sprite_size(height, width, rel_width)
     return x_frac * (width - w) + w / 2, round(y_frac * (height - h)) + h / 2
 
 
