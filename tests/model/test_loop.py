@@ -127,9 +127,11 @@ def test_mlflow_run_gets_metrics_images_and_model(tmp_path):
 
     from vidpred.train.loop import StepLogger
 
+    from vidpred.tracking import ensure_experiment
+
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    exp = mlflow.set_experiment("test-loop")
-    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+    exp_id = ensure_experiment("test-loop")  # artifacts under the test session's root, never ./mlruns
+    with mlflow.start_run(experiment_id=exp_id) as run:
         logger = StepLogger(tmp_path / "run", use_mlflow=True)
         run_training(Regression(), epoch_batches(_data(), 8),
                      _settings(tmp_path, max_steps=10, log_model=True), logger)

@@ -1,0 +1,58 @@
+"""KFP components of the unsupervised-landmarks stages (thin wrappers; logic in vidpred.train.landmarks*).
+
+``train_landmarks``: autoencoder pretraining on a clip store → a Model artifact holding ``landmarks.pt``,
+checkpoints and samples; the keypoint accuracy (if the store has centre ground truth) goes into the
+artifact metadata. ``train_landmark_dynamics``: the LSTM on top of it → ``dynamics.pt`` and a rollout GIF.
+Both log a nested MLflow run under ``parent_run_id`` at ``tracking_uri`` (empty: the defaults of
+``vidpred.tracking``). GPU requests, tolerations and node selectors are set where the pipeline uses them.
+"""
+
+from kfp import dsl
+
+from components.common import vidpred_component
+
+
+@vidpred_component
+def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
+                    overrides: list = [], data_md5: str = "", tracking_uri: str = "",
+                    parent_run_id: str = "") -> str:
+    """Pretrain the landmark autoencoder on ``store``; everything lands in ``model.path``."""
+    import os
+
+    from vidpred.train.landmarks import main
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if parent_run_id:
+        os.environ["VIDPRED_PARENT_RUN_ID"] = parent_run_id
+    result = main(config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
+                  data_md5=data_md5 or None)
+    model.metadata["step"] = result.train.step
+    model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
+    if result.keypoints is not None:
+        model.metadata["keypoint_accuracy"] = float(result.keypoints.accuracy)
+    print(result.describe())
+    return result.describe()
+
+
+@vidpred_component
+def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmarks: dsl.Input[dsl.Model],
+                            model: dsl.Output[dsl.Model], overrides: list = [], data_md5: str = "",
+                            tracking_uri: str = "", parent_run_id: str = "") -> str:
+    """Train the (μ, Cholesky) LSTM with the autoencoder from ``landmarks``; outputs in ``model.path``."""
+    import os
+    from pathlib import Path
+
+    from vidpred.train.landmark_dynamics import main
+
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if parent_run_id:
+        os.environ["VIDPRED_PARENT_RUN_ID"] = parent_run_id
+    autoencoder = Path(landmarks.path) / "landmarks.pt"
+    result = main(config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
+                                             f"model.autoencoder={autoencoder}"], data_md5=data_md5 or None)
+    model.metadata["step"] = result.train.step
+    model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
+    print(result.describe())
+    return result.describe()
