@@ -335,8 +335,9 @@ def is_store(path: str | Path) -> bool:
     return (Path(path) / "store.json").is_file()
 
 
-def open_store(path: str | Path) -> Store:
-    """Open a clip store directory; a clear VidpredError if it is not one."""
+def read_store_files(path: str | Path) -> tuple[dict, pd.DataFrame]:
+    """``store.json`` and the manifest of a store directory, with the format checked — nothing else
+    (the validator uses this too, so that a manifest missing columns becomes a failed gate)."""
     root = Path(path)
     if not root.is_dir():
         raise VidpredError(f"clip store {root} does not exist or is not a directory")
@@ -356,6 +357,14 @@ def open_store(path: str | Path) -> Store:
         manifest = pd.read_parquet(manifest_path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
         raise VidpredError(f"{manifest_path} cannot be read: {type(exc).__name__}") from None
+    return meta, manifest
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a clip store directory; a clear VidpredError if it is not one."""
+    root = Path(path)
+    meta, manifest = read_store_files(root)
+    manifest_path = root / "manifest.parquet"
     missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
     if missing:
         raise VidpredError(f"{manifest_path} lacks columns: {', '.join(missing)}")

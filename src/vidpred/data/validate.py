@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from vidpred.data.store import read_store_files
 from vidpred.errors import VidpredError
 from vidpred.fsutil import atomic_file
 
@@ -84,33 +85,6 @@ class ValidationResult:
             lines += [f"       ({n_})" for n_ in g.notes]
         lines.append(f"report: {self.report_dir / 'validation.json'}, {self.report_dir / 'validation.txt'}")
         return "\n".join(lines)
-
-
-def _read_store(directory: Path) -> tuple[dict, Any]:
-    """store.json and the manifest, read directly (a validator must not trust the reader it checks)."""
-    import pandas as pd
-
-    from vidpred.data.store import FORMAT
-
-    if not directory.is_dir():
-        raise VidpredError(f"clip store {directory} does not exist or is not a directory")
-    meta_path, manifest_path = directory / "store.json", directory / "manifest.parquet"
-    if not meta_path.is_file():
-        raise VidpredError(f"{directory} is not a vidpred clip store (no store.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise VidpredError(f"{meta_path} is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        fmt = meta.get("format") if isinstance(meta, dict) else None
-        raise VidpredError(f"{meta_path}: unsupported store format {fmt!r} (expected {FORMAT})")
-    if not manifest_path.is_file():
-        raise VidpredError(f"clip store {directory} has no manifest.parquet")
-    try:
-        manifest = pd.read_parquet(manifest_path)
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise VidpredError(f"{manifest_path} cannot be read: {type(exc).__name__}") from None
-    return meta, manifest
 
 
 def _shard_status(directory: Path, manifest) -> list[str]:
@@ -227,7 +201,7 @@ def validate_store(directory: str | Path, clip_len: int | None = None, report_di
     from vidpred.data.store import MANIFEST_COLUMNS
 
     directory = Path(directory)
-    meta, manifest = _read_store(directory)
+    meta, manifest = read_store_files(directory)
     clip_len = clip_len if clip_len is not None else meta.get("clip_len")
     if clip_len is None or int(clip_len) < 1:
         raise VidpredError(f"clip_len must be >= 1 (store {directory} has {meta.get('clip_len')!r}); pass --clip-len")
