@@ -3,8 +3,7 @@
 ``train_landmarks``: autoencoder pretraining on a clip store → a Model artifact holding ``landmarks.pt``,
 checkpoints and samples; the keypoint accuracy (if the store has centre ground truth) goes into the
 artifact metadata. ``train_landmark_dynamics``: the LSTM on top of it → ``dynamics.pt`` and a rollout GIF.
-Both log a nested MLflow run under ``parent_run_id`` at ``tracking_uri`` (empty: the defaults of
-``vidpred.tracking``). GPU requests, tolerations and node selectors are set where the pipeline uses them.
+MLflow nesting via ``vidpred.orchestrate.run_training_stage``; GPU scheduling is set by the pipeline.
 """
 
 from kfp import dsl
@@ -17,16 +16,11 @@ def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Outpu
                     overrides: list = [], data_md5: str = "", tracking_uri: str = "",
                     parent_run_id: str = "") -> str:
     """Pretrain the landmark autoencoder on ``store``; everything lands in ``model.path``."""
-    import os
+    from vidpred.orchestrate import run_training_stage
 
-    from vidpred.train.landmarks import main
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    if parent_run_id:
-        os.environ["VIDPRED_PARENT_RUN_ID"] = parent_run_id
-    result = main(config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
-                  data_md5=data_md5 or None)
+    result = run_training_stage(
+        "landmarks", config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
     if result.keypoints is not None:
@@ -40,18 +34,13 @@ def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmark
                             model: dsl.Output[dsl.Model], overrides: list = [], data_md5: str = "",
                             tracking_uri: str = "", parent_run_id: str = "") -> str:
     """Train the (μ, Cholesky) LSTM with the autoencoder from ``landmarks``; outputs in ``model.path``."""
-    import os
-    from pathlib import Path
+    from vidpred.orchestrate import run_training_stage
 
-    from vidpred.train.landmark_dynamics import main
-
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    if parent_run_id:
-        os.environ["VIDPRED_PARENT_RUN_ID"] = parent_run_id
-    autoencoder = Path(landmarks.path) / "landmarks.pt"
-    result = main(config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
-                                             f"model.autoencoder={autoencoder}"], data_md5=data_md5 or None)
+    result = run_training_stage(
+        "landmark_dynamics", config,
+        list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
+                           f"model.autoencoder={landmarks.path}/landmarks.pt"],
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
     print(result.describe())

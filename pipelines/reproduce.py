@@ -28,6 +28,7 @@ from kfp import dsl, kubernetes
 
 from components import preprocess_moso, prepare_data, validate_data
 from components.corrwise import toycar_experiment, train_corrwise
+from components.landmarks import train_landmark_dynamics, train_landmarks
 from components.common import with_image
 from vidpred.errors import VidpredError
 
@@ -137,6 +138,8 @@ def build_pipeline(cfg):
     moso_op = with_image(preprocess_moso, image)
     corrwise_op = with_image(train_corrwise, image)
     toycar_op = with_image(toycar_experiment, image)
+    landmarks_op = with_image(train_landmarks, image)
+    dynamics_op = with_image(train_landmark_dynamics, image)
     options = json.dumps(_plain(cfg.get("data.options", None)), sort_keys=True)
 
     def stage(name: str) -> dict:
@@ -171,6 +174,16 @@ def build_pipeline(cfg):
             toy = toycar_op(loss=stage("toycar").get("loss", "l1"), mode=stage("toycar").get("mode", "corrwise"),
                             overrides=overrides("toycar"), **run)
             configure(toy, cfg, "toycar_experiment")
+
+        if stage("landmarks"):  # unsupervised landmarks: autoencoder, then the LSTM dynamics on top
+            lm = landmarks_op(config=stage("landmarks")["config"], store=store, data_md5=md5,
+                              overrides=overrides("landmarks"), **run)
+            configure(lm, cfg, "train_landmarks").after(gate)
+            if stage("landmark_dynamics"):
+                dyn = dynamics_op(config=stage("landmark_dynamics")["config"], store=store,
+                                  landmarks=lm.outputs["model"], data_md5=md5,
+                                  overrides=overrides("landmark_dynamics"), **run)
+                configure(dyn, cfg, "train_landmark_dynamics")
 
         return md5
 

@@ -11,7 +11,8 @@ from vidpred.errors import VidpredError
 from vidpred.orchestrate import compile_pipeline
 
 VIDPRED = [sys.executable, "-m", "vidpred.cli"]
-TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment")
+TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
+         "train-landmarks", "train-landmark-dynamics")
 
 
 def cli(*args, **kw):
@@ -59,11 +60,13 @@ def test_paper_profile_schedules_training_on_a_gpu_node(tmp_path):
     spec, platform = load_docs(compile_pipeline("paper", tmp_path / "p.yaml"))
     dag = spec["root"]["dag"]["tasks"]
     assert "validate-data" in dag["train-corrwise"]["dependentTasks"]  # training waits for the gate
-    acc = executors(spec)["exec-train-corrwise"]["container"]["resources"]["accelerator"]
-    assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-corrwise"]
-    assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
-    assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
+    assert "train-landmarks" in dag["train-landmark-dynamics"]["dependentTasks"]  # LSTM on the autoencoder
+    for task in ("train-corrwise", "train-landmarks", "train-landmark-dynamics"):
+        acc = executors(spec)[f"exec-{task}"]["container"]["resources"]["accelerator"]
+        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
+        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{task}"]
+        assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+        assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
 
 
 def test_paper_profile_settings_reach_the_tasks(tmp_path):

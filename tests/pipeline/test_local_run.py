@@ -14,8 +14,12 @@ from vidpred.orchestrate import run_local
 TINY = ["data.size=32", "data.clip_len=4", "preprocess.clip_len=4", "data.options.num_videos=3",
         "data.options.num_test=1", "data.options.num_frames=8", "data.options.num_objects=1",
         'stages.corrwise.overrides=["train.max_steps=2", "train.batch_size=2", "train.ckpt_every=2", "train.sample_every=2"]',
-        'stages.toycar.overrides=["epochs=1", "samples_per_epoch=8"]']
-STAGES = {"prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment"}
+        'stages.toycar.overrides=["epochs=1", "samples_per_epoch=8"]',
+        'stages.landmarks.overrides=["train.max_steps=2", "optim.batch_size=2", "model.image_size=32"]',
+        'stages.landmark_dynamics.overrides=["train.max_steps=2", "optim.batch_size=2", "dynamics.n_inputs=2", '
+        '"dynamics.n_future=2", "eval.rollout_steps=4"]']
+STAGES = {"prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
+          "train-landmarks", "train-landmark-dynamics"}
 
 
 @pytest.mark.slow
@@ -43,12 +47,14 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys):
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     by_stage = {r.data.tags["vidpred.stage"]: r for r in children}
-    assert set(by_stage) == {"prepare_data", "preprocess_moso", "validate_data", "corrwise", "toycar-corrwise-l1"}
+    assert set(by_stage) == {"prepare_data", "preprocess_moso", "validate_data", "corrwise", "toycar-corrwise-l1",
+                             "landmarks", "landmark_dynamics"}
     for name, run in by_stage.items():
         assert run.info.status == "FINISHED"
         if name != "toycar-corrwise-l1":  # the toy experiment reads no dataset
             assert run.data.tags["vidpred.data_md5"] == result.data_md5
     assert (result.run_dir / "train-corrwise" / "model" / "checkpoints").is_dir()
+    assert (result.run_dir / "train-landmark-dynamics" / "model" / "dynamics.pt").is_file()
     assert json.loads((result.run_dir / "toycar-experiment" / "report" / "result.json").read_text())["mode"] == "corrwise"
 
     text = result.describe()
