@@ -1,0 +1,174 @@
+"""Training stage "moso-transformer": MOSO-Transformer on a token set (paper §3.2, appendix table).
+
+``vidpred train moso-transformer --config configs/smoke/moso-transformer.yaml [--set key=value …]`` → :func:`main`.
+
+Data: a token set from the ``moso-tokens`` stage (:mod:`vidpred.train.moso_tokens`) — real and pseudo-clip
+tokens of every clip. Token geometry (codebook size, map sizes, clip length) comes from the token set;
+``model.*`` sets the width and depth. Loss: :func:`vidpred.models.moso.transformer.prediction_loss`
+(MaskGIT, 5× weight on changed scene/object tokens, pool-aligned given motion frames). AdamW, cosine decay.
+
+Validation (held-out clips): MaskGIT prediction from the pseudo clip, decoded by the VQVAE that made the
+tokens; PSNR/SSIM of the predicted frames (those after the context) against the ground truth, beside the
+copy-last-context-frame baseline and the VQVAE's own reconstruction (the upper bound); best of
+``sample.best_of`` samples per clip. Samples: ground truth | prediction | copy-last-frame rows.
+
+Output: ``<train.out_dir>/moso_transformer.pt`` (:func:`vidpred.models.moso.inference.load_transformer`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vidpred.config import Config, load_config
+from vidpred.errors import VidpredError
+from vidpred.models.moso.inference import TRANSFORMER_KIND, codebook_version, load_vqvae, save_model
+from vidpred.models.moso.sampling import predict_tokens
+from vidpred.models.moso.transformer import MosoTransformer, TransformerConfig, prediction_loss
+from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+from vidpred.train.moso_tokens import TokenDataset
+from vidpred.train.moso_vqvae import clip_grid, cosine_lambda
+
+MODEL_FILE = "moso_transformer.pt"
+
+
+def geometry(meta: dict) -> dict:
+    """Transformer settings fixed by the token set."""
+    sh = meta["shapes"]
+    return {"num_codes": meta["num_codes"], "scene_tokens": sh["scene"][0] * sh["scene"][1],
+            "object_tokens": sh["object"][0] * sh["object"][1], "frames": sh["motion"][0],
+            "motion_hw": tuple(sh["motion"][1:])}
+
+
+@torch.no_grad()
+def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, given: int, steps: int,
+                        temperature: float, best_of: int = 1, seed: int = 0) -> tuple[dict, dict]:
+    """Held-out prediction metrics (means over predicted frames) and one sample of each kind."""
+    from vidpred.metrics.image import psnr, ssim
+
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    res = {k: [] for k in ("pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim", "recon_psnr", "recon_ssim")}
+    sample = {}
+    for batch in batches:
+        truth = torch.stack([store.clip(int(c))["frames"] for c in batch["clip"]])
+        future = truth[:, context:]
+        cond = {k: batch[f"cond_{k}"] for k in ("scene", "object", "motion")}
+        best, best_p = None, None
+        for _ in range(best_of):
+            tok = predict_tokens(model, cond, given, steps, temperature, gen)
+            frames = vqvae.decode_tokens(tok).clamp(0, 1)
+            p = psnr(frames[:, context:], future).mean(1)
+            if best is None:
+                best, best_p = frames, p
+            else:
+                better = p > best_p
+                best = torch.where(better[:, None, None, None, None], frames, best)
+                best_p = torch.maximum(p, best_p)
+        copy = truth[:, context - 1:context].expand_as(future)
+        recon = vqvae.decode_tokens({k: batch[k] for k in ("scene", "object", "motion")}).clamp(0, 1)
+        for name, x in (("pred", best[:, context:]), ("copy", copy), ("recon", recon[:, context:])):
+            res[f"{name}_psnr"].append(psnr(x, future).flatten())
+            res[f"{name}_ssim"].append(ssim(x, future).flatten())
+        if not sample:
+            shown = torch.cat([truth[:, :context], best[:, context:]], 1)
+            sample = {"truth": truth[0], "prediction": shown[0],
+                      "copy_last": torch.cat([truth[0, :context], copy[0]])}
+    out = {}
+    for k, v in res.items():
+        t = torch.cat(v)
+        out[k] = float(t[torch.isfinite(t)].mean())
+    return out, sample
+
+
+class TransformerTask(Task):
+    def __init__(self, cfg: Config, meta: dict, vqvae, store, eval_batches: list[dict], max_steps: int):
+        model = {**dict(cfg.get("model", {})), **geometry(meta)}
+        self.net = MosoTransformer(TransformerConfig.from_dict(model))
+        self.given, self.context = int(meta["given_frames"]), int(meta["context"])
+        self.changed_weight = float(cfg.get("loss.changed_weight", 5.0))
+        self.uncond_prob = float(cfg.get("loss.uncond_prob", 0.0))
+        self.steps, self.temperature = int(cfg.get("sample.steps", 16)), float(cfg.get("sample.temperature", 4.5))
+        self.best_of = int(cfg.get("sample.best_of", 1))
+        self.modules = {"transformer": self.net}
+        opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["optim.lr"]),
+                                weight_decay=float(cfg.get("optim.weight_decay", 0.01)))
+        self.optimizers = {"adamw": opt}
+        self.schedulers = {"cosine": torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(max_steps))} \
+            if cfg.get("optim.scheduler", "cosine") == "cosine" else {}
+        self.vqvae, self.store, self.eval_batches = vqvae, store, eval_batches
+        self._sample = {}
+
+    def training_step(self, batch, step):
+        self.net.train()
+        out = prediction_loss(self.net, batch, self.given, self.changed_weight, self.uncond_prob)
+        return out
+
+    def validation(self, step):
+        if not self.eval_batches:
+            return None
+        metrics, self._sample = evaluate_prediction(self.net, self.vqvae, self.store, self.eval_batches,
+                                                    self.context, self.given, self.steps, self.temperature,
+                                                    self.best_of)
+        return metrics
+
+    def sample_images(self, batch, step):
+        if not self.eval_batches:
+            return {}
+        sample = self._sample  # from the validation that ran at this step, if any
+        if not sample:
+            _, sample = evaluate_prediction(self.net, self.vqvae, self.store, self.eval_batches[:1], self.context,
+                                            self.given, self.steps, self.temperature, 1)
+        self._sample = {}
+        return {"prediction": clip_grid([sample["truth"], sample["prediction"], sample["copy_last"]])}
+
+
+@dataclass
+class TransformerResult:
+    train: TrainResult
+    model_path: Path
+    metrics: dict
+
+    def describe(self) -> str:
+        m = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
+        return f"{self.train.describe()}; model {self.model_path}; held-out prediction: {m}"
+
+
+def main(config, overrides=(), callback=None) -> TransformerResult:
+    """Train MOSO-Transformer on ``data.tokens``; return the result with held-out prediction metrics."""
+    from vidpred.preprocess.moso import load_moso_store
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    out_dir = Path(cfg.get("train.out_dir", "runs/moso-transformer"))
+    data = TokenDataset(cfg["data.tokens"], cfg.get("data.split", "train"))
+    meta = data.tokens.meta
+    vqvae, _ = load_vqvae(cfg.get("vqvae", meta["vqvae"]))
+    if codebook_version(vqvae) != meta["codebook_version"]:
+        raise VidpredError(f"token set {cfg['data.tokens']} was made with codebook {meta['codebook_version']}, "
+                           f"the VQVAE {cfg.get('vqvae', meta['vqvae'])} has {codebook_version(vqvae)}")
+    store = load_moso_store(cfg.get("data.moso_store", meta["moso_store"]))  # ground-truth frames for validation
+    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso-transformer")
+    torch.manual_seed(settings.seed)
+    bs = int(cfg["optim.batch_size"])
+    evald = []
+    try:
+        ev = TokenDataset(cfg["data.tokens"], cfg.get("data.eval_split", "test"))
+        n = min(len(ev), int(cfg.get("eval.max_clips", 16)))
+        evald = [torch.utils.data.default_collate([ev[i] for i in range(s, min(n, s + bs))]) for s in range(0, n, bs)]
+    except VidpredError as exc:
+        if "no clips in split" not in str(exc):
+            raise
+    task = TransformerTask(cfg, meta, vqvae, store, evald, settings.max_steps)
+    batches = epoch_batches(data, bs, seed=settings.seed)
+    with stage_logging("moso-transformer", cfg, out_dir, callback=callback) as log:
+        result = run_training(task, batches, settings, log)
+        path = save_model(task.net, out_dir / MODEL_FILE, TRANSFORMER_KIND, steps=result.step,
+                          codebook_version=meta["codebook_version"], context=task.context, given_frames=task.given,
+                          tokens=str(Path(cfg["data.tokens"]).resolve()))
+        metrics = {k[len("val/"):]: v for k, v in result.metrics.items() if k.startswith("val/")}
+        if not metrics:  # e.g. resumed at max_steps: the loop ran no step, so validate here
+            metrics = task.validation(result.step) or {}
+        log.metrics({f"final/{k}": v for k, v in metrics.items()}, result.step)
+    return TransformerResult(result, path, metrics)

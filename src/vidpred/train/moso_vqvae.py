@@ -1,0 +1,198 @@
+"""Training stage "moso-vqvae": MOSO-VQVAE on a MOSO store (paper §3.1.4, §4 "Implementation").
+
+``vidpred train moso-vqvae --config configs/smoke/moso-vqvae.yaml [--set key=value …]`` → :func:`main`.
+
+Data: a MOSO store (``vidpred preprocess moso``; :class:`vidpred.preprocess.moso.MosoClipDataset`). For the
+first ``preprocess.warmup_steps`` steps the scene / object encoders see the preprocessed scene / object
+videos, afterwards the raw frames; the motion encoder always sees the difference video.
+Loss: ``loss.l1``·L1 + ``loss.l2``·L2 + ``loss.perceptual``·VGG19 perceptual (``vidpred.losses.perceptual``)
++ commitment (β inside the codebook) + ``loss.disc_weight``·hinge video-GAN loss from ``loss.disc_start``.
+Adam, cosine learning-rate decay. The shared loop does checkpoints, resume, progress and MLflow; validation
+logs reconstruction PSNR/SSIM on held-out clips and codebook usage / perplexity; samples are
+input | reconstruction grids.
+
+Output: ``<train.out_dir>/moso_vqvae.pt`` (:func:`vidpred.models.moso.inference.load_vqvae`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidpred.config import Config, load_config
+from vidpred.errors import VidpredError
+from vidpred.models.moso.inference import VQVAE_KIND, model_inputs, save_model
+from vidpred.models.moso.vqvae import (MosoVQVAE, VideoDiscriminator, VQVAEConfig, hinge_d_loss, hinge_g_loss,
+                                       reconstruction_loss)
+from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+
+MODEL_FILE = "moso_vqvae.pt"
+
+
+def cosine_lambda(max_steps: int):
+    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+
+
+def clip_grid(rows: list[torch.Tensor]) -> np.ndarray:
+    """Rows of clips (each T×3×H×W in [0, 1]) → one H×W×3 uint8 picture."""
+    from torchvision.utils import make_grid
+
+    t = rows[0].shape[0]
+    grid = make_grid(torch.cat([r.detach().float().clamp(0, 1).cpu() for r in rows]), nrow=t, padding=1)
+    return (grid.permute(1, 2, 0) * 255).round().byte().numpy()
+
+
+class VQVAETask(Task):
+    def __init__(self, cfg: Config, eval_data: list[dict], max_steps: int):
+        self.model_cfg = VQVAEConfig.from_dict(dict(cfg["model"]))
+        self.net = MosoVQVAE(self.model_cfg)
+        self.warmup = int(cfg.get("preprocess.warmup_steps", 0))
+        self.l1, self.l2 = float(cfg.get("loss.l1", 0.0)), float(cfg.get("loss.l2", 1.0))
+        self.w_perc = float(cfg.get("loss.perceptual", 0.0))
+        self.w_disc, self.disc_start = float(cfg.get("loss.disc_weight", 0.0)), int(cfg.get("loss.disc_start", 0))
+        lr = float(cfg["optim.lr"])
+        self.modules = {"vqvae": self.net}
+        self.optimizers = {"adam": torch.optim.Adam(self.net.parameters(), lr=lr)}
+        if cfg.get("optim.scheduler", "cosine") == "cosine":
+            self.schedulers = {"cosine": torch.optim.lr_scheduler.LambdaLR(self.optimizers["adam"],
+                                                                          cosine_lambda(max_steps))}
+        else:
+            self.schedulers = {}
+        self.perceptual = None
+        if self.w_perc > 0:
+            from vidpred.losses.perceptual import PerceptualLoss
+
+            self.perceptual = PerceptualLoss(distance="mse", normalize="imagenet")
+        self.disc = self.d_opt = None
+        if self.w_disc > 0:
+            self.disc = VideoDiscriminator()
+            self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9))
+            self.modules["disc"] = self.disc
+        self.eval_data = eval_data
+
+    def raw_content(self, step: int) -> bool:
+        return step >= self.warmup
+
+    def training_step(self, batch, step):
+        self.net.train()
+        out = self.net(*model_inputs(self.net, batch, self.raw_content(step)))
+        recon, target = out["recon"], batch["frames"]
+        rec = reconstruction_loss(recon, target, self.l1, self.l2)
+        loss = rec + out["commitment"]
+        logs = {"recon": rec.detach(), "commitment": out["commitment"].detach(), "perplexity": out["perplexity"]}
+        if self.perceptual is not None:
+            perc = self.perceptual(recon.flatten(0, 1) * 2 - 1, target.flatten(0, 1) * 2 - 1)
+            loss = loss + self.w_perc * perc
+            logs["perceptual"] = perc.detach()
+        if self.disc is not None and step >= self.disc_start:
+            self.d_opt.zero_grad()
+            d_loss = hinge_d_loss(self.disc(target), self.disc(recon.detach()))
+            d_loss.backward()
+            self.d_opt.step()
+            self.d_opt.zero_grad()
+            g_loss = hinge_g_loss(self.disc(recon))
+            loss = loss + self.w_disc * g_loss
+            logs.update(d_loss=d_loss.detach(), g_loss=g_loss.detach())
+        return {"loss": loss, **logs}
+
+    @torch.no_grad()
+    def reconstruct(self, batch, step) -> torch.Tensor:
+        self.net.eval()
+        return self.net(*model_inputs(self.net, batch, self.raw_content(step)))
+
+    def validation(self, step):
+        if not self.eval_data:
+            return None
+        from vidpred.metrics.image import psnr, ssim
+
+        ps, ss, used = [], [], set()
+        for batch in self.eval_data:
+            out = self.reconstruct(batch, step)
+            recon = out["recon"].clamp(0, 1)
+            ps.append(psnr(recon, batch["frames"]).flatten())
+            ss.append(ssim(recon, batch["frames"]).flatten())
+            for v in out["tokens"].values():
+                used.update(v.flatten().tolist())
+        p = torch.cat(ps)
+        return {"recon_psnr": float(p[torch.isfinite(p)].mean()), "recon_ssim": float(torch.cat(ss).mean()),
+                "codebook_usage": len(used) / self.model_cfg.num_codes}
+
+    def sample_images(self, batch, step):
+        out = self.reconstruct({k: v[:2] for k, v in batch.items() if torch.is_tensor(v)}, step)
+        rows = []
+        for i in range(min(2, out["recon"].shape[0])):
+            rows += [batch["frames"][i], out["recon"][i]]
+        return {"reconstruction": clip_grid(rows)}
+
+    def extra_state(self):
+        return {"d_opt": self.d_opt.state_dict()} if self.d_opt is not None else {}
+
+    def load_extra_state(self, state):
+        if self.d_opt is not None and "d_opt" in state:
+            self.d_opt.load_state_dict(state["d_opt"])
+
+    def export_model(self):
+        return self.net
+
+
+def eval_batches(moso_store, split: str, max_clips: int, batch_size: int) -> list[dict]:
+    """Up to ``max_clips`` clips of ``split`` as a list of batches (empty if the split has none)."""
+    from vidpred.preprocess.moso import MosoClipDataset
+
+    try:
+        data = MosoClipDataset(moso_store, split)
+    except VidpredError as exc:
+        if "no clips in split" in str(exc):
+            return []
+        raise
+    n = min(len(data), max_clips)
+    items = [data[i] for i in range(n)]
+    keys = [k for k, v in items[0].items() if torch.is_tensor(v)]
+    return [{k: torch.stack([it[k] for it in items[i:i + batch_size]]) for k in keys}
+            for i in range(0, n, batch_size)]
+
+
+@dataclass
+class VQVAEResult:
+    train: TrainResult
+    model_path: Path
+    metrics: dict
+
+    def describe(self) -> str:
+        m = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
+        return f"{self.train.describe()}; model {self.model_path}; held-out: {m}"
+
+
+def main(config, overrides=(), callback=None) -> VQVAEResult:
+    """Train MOSO-VQVAE as configured; return the result with held-out reconstruction metrics."""
+    from vidpred.preprocess.moso import MosoClipDataset
+
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    out_dir = Path(cfg.get("train.out_dir", "runs/moso-vqvae"))
+    store = cfg["data.moso_store"]
+    data = MosoClipDataset(store, cfg.get("data.split", "train"))
+    meta = data.store.meta
+    model = dict(cfg["model"])
+    if (meta["clip_len"], meta["height"]) != (model.get("frames"), model.get("image_size")):
+        raise VidpredError(f"model.frames/image_size = {model.get('frames')}/{model.get('image_size')} but MOSO store "
+                           f"{store} has clips of {meta['clip_len']} frames at {meta['height']} px")
+    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso-vqvae")
+    torch.manual_seed(settings.seed)
+    bs = int(cfg["optim.batch_size"])
+    evald = eval_batches(store, cfg.get("data.eval_split", "test"), int(cfg.get("eval.max_clips", 32)), bs)
+    task = VQVAETask(cfg, evald, settings.max_steps)
+    batches = epoch_batches(data, bs, seed=settings.seed)
+    with stage_logging("moso-vqvae", cfg, out_dir, callback=callback) as log:
+        result = run_training(task, batches, settings, log)
+        path = save_model(task.net, out_dir / MODEL_FILE, VQVAE_KIND, steps=result.step,
+                          raw_content=task.raw_content(result.step), lower=meta["lower"], upper=meta["upper"])
+        metrics = {k[len("val/"):]: v for k, v in result.metrics.items() if k.startswith("val/")}
+        if not metrics:  # e.g. resumed at max_steps: the loop ran no step, so validate here
+            metrics = task.validation(result.step) or {}
+        log.metrics({f"final/{k}": v for k, v in metrics.items()}, result.step)
+    return VQVAEResult(result, path, metrics)
