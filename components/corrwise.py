@@ -33,8 +33,9 @@ def toycar_experiment(report: dsl.Output[dsl.Artifact], loss: str = "l1", mode: 
     from vidpred.experiments.toycar import main
     from vidpred.orchestrate import stage_env
 
-    stage_env(tracking_uri, parent_run_id)
-    result = main(loss=loss, mode=mode, out=report.path, curve=curve, overrides=list(overrides), progress=False)
+    with stage_env(tracking_uri, parent_run_id):
+        result = main(loss=loss, mode=mode, out=report.path, curve=curve, overrides=list(overrides),
+                      progress=False)
     report.metadata.update({k: v for k, v in result.summary.items() if isinstance(v, (int, float, str))})
     print(result.describe())
     return result.describe()

@@ -4,7 +4,7 @@
 and reconstruction samples. ``moso_tokens``: the token set (real and pseudo-clip tokens, codebook version).
 ``train_moso_transformer``: MOSO-Transformer on the token set → ``moso_transformer.pt`` and prediction
 samples; held-out PSNR/SSIM of the prediction and of the copy-last-frame baseline go into the metadata.
-GPU requests, tolerations and node selectors are set where the pipeline uses these components.
+MLflow nesting via ``vidpred.orchestrate``; GPU scheduling is set by the pipeline.
 """
 
 from kfp import dsl
@@ -14,42 +14,53 @@ from components.common import vidpred_component
 
 @vidpred_component
 def train_moso_vqvae(config: str, moso: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
-                     overrides: list = []) -> str:
+                     overrides: list = [], data_md5: str = "", tracking_uri: str = "",
+                     parent_run_id: str = "") -> str:
     """Train MOSO-VQVAE on the MOSO store ``moso``; everything lands in ``model.path``."""
-    from vidpred.train.moso_vqvae import main
+    from vidpred.orchestrate import run_training_stage
 
-    result = main(config, list(overrides) + [f"data.moso_store={moso.path}", f"train.out_dir={model.path}"])
+    result = run_training_stage(
+        "moso_vqvae", config, list(overrides) + [f"data.moso_store={moso.path}", f"train.out_dir={model.path}"],
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
+    print(result.describe())
     return result.describe()
 
 
 @vidpred_component
 def moso_tokens(moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model], tokens: dsl.Output[dsl.Dataset],
-                context: int) -> str:
+                context: int, data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "") -> str:
     """Encode the MOSO store with the trained VQVAE (``context`` frames per pseudo clip)."""
     from pathlib import Path
 
+    from vidpred.orchestrate import stage
     from vidpred.train.moso_tokens import extract_tokens
 
-    summary = extract_tokens(Path(vqvae.path) / "moso_vqvae.pt", moso.path, tokens.path, context)
+    with stage("moso_tokens", {"context": context}, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
+               data_md5=data_md5) as run:
+        summary = extract_tokens(Path(vqvae.path) / "moso_vqvae.pt", moso.path, tokens.path, context)
+        run.log_metrics({"clips": summary.num_clips, "codebook_usage": float(summary.usage)})
     tokens.metadata.update({"clips": summary.num_clips, "codebook_version": summary.codebook_version,
                             "codebook_usage": float(summary.usage)})
+    print(summary.describe())
     return summary.describe()
 
 
 @vidpred_component
 def train_moso_transformer(config: str, moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model],
                            tokens: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
-                           overrides: list = []) -> str:
+                           overrides: list = [], data_md5: str = "", tracking_uri: str = "",
+                           parent_run_id: str = "") -> str:
     """Train MOSO-Transformer on ``tokens``; validation decodes with ``vqvae`` against ``moso``'s frames."""
-    from pathlib import Path
+    from vidpred.orchestrate import run_training_stage
 
-    from vidpred.train.moso_transformer import main
-
-    result = main(config, list(overrides) + [f"data.tokens={tokens.path}", f"data.moso_store={moso.path}",
-                                             f"vqvae={Path(vqvae.path) / 'moso_vqvae.pt'}",
-                                             f"train.out_dir={model.path}"])
+    result = run_training_stage(
+        "moso_transformer", config,
+        list(overrides) + [f"data.tokens={tokens.path}", f"data.moso_store={moso.path}",
+                           f"vqvae={vqvae.path}/moso_vqvae.pt", f"train.out_dir={model.path}"],
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
+    print(result.describe())
     return result.describe()

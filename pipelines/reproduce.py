@@ -29,6 +29,8 @@ from kfp import dsl, kubernetes
 from components import preprocess_moso, prepare_data, validate_data
 from components.corrwise import toycar_experiment, train_corrwise
 from components.landmarks import train_landmark_dynamics, train_landmarks
+from components.moso import moso_tokens, train_moso_transformer, train_moso_vqvae
+from vidpred.config import load_config
 from components.common import with_image
 from vidpred.errors import VidpredError
 
@@ -140,6 +142,8 @@ def build_pipeline(cfg):
     toycar_op = with_image(toycar_experiment, image)
     landmarks_op = with_image(train_landmarks, image)
     dynamics_op = with_image(train_landmark_dynamics, image)
+    vqvae_op, tokens_op = with_image(train_moso_vqvae, image), with_image(moso_tokens, image)
+    transformer_op = with_image(train_moso_transformer, image)
     options = json.dumps(_plain(cfg.get("data.options", None)), sort_keys=True)
 
     def stage(name: str) -> dict:
@@ -165,6 +169,21 @@ def build_pipeline(cfg):
         moso = moso_op(store=store, clip_len=cfg.get("preprocess.clip_len", 0) or 0, data_md5=md5,
                        lower=float(cfg["preprocess.lower"]), upper=float(cfg["preprocess.upper"]), **run)
         configure(moso, cfg, "preprocess_moso").after(gate)  # nothing downstream of a failed gate runs
+
+        if stage("moso_vqvae"):  # MOSO: VQVAE on the decomposed clips → tokens → Transformer
+            moso_store = moso.outputs["moso"]
+            vq = vqvae_op(config=stage("moso_vqvae")["config"], moso=moso_store, data_md5=md5,
+                          overrides=overrides("moso_vqvae"), **run)
+            configure(vq, cfg, "train_moso_vqvae")
+            if stage("moso_transformer"):
+                # the context length belongs to the VQVAE config (it fixes the pseudo clip's aligned pools)
+                context = int(load_config(stage("moso_vqvae")["config"], overrides("moso_vqvae"))["tokens.context"])
+                tok = tokens_op(moso=moso_store, vqvae=vq.outputs["model"], context=context, data_md5=md5, **run)
+                configure(tok, cfg, "moso_tokens")
+                tr = transformer_op(config=stage("moso_transformer")["config"], moso=moso_store,
+                                    vqvae=vq.outputs["model"], tokens=tok.outputs["tokens"], data_md5=md5,
+                                    overrides=overrides("moso_transformer"), **run)
+                configure(tr, cfg, "train_moso_transformer")
 
         if stage("corrwise"):  # CorrWise predictor on the clip store
             corr = corrwise_op(config=stage("corrwise")["config"], store=store, data_md5=md5,

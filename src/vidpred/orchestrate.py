@@ -75,10 +75,8 @@ def stage(name: str, params: dict | None = None, tracking_uri: str = "", parent_
 
     from vidpred import tracking
 
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    with tracking.stage_run(name, config=params or {}, parent_run_id=parent_run_id or None,
-                            data_md5=data_md5 or None) as run:
+    with stage_env(tracking_uri), tracking.stage_run(name, config=params or {}, parent_run_id=parent_run_id or None,
+                                                     data_md5=data_md5 or None) as run:
         try:
             yield StageRun(run.info.run_id)
         except BaseException as exc:
@@ -87,13 +85,22 @@ def stage(name: str, params: dict | None = None, tracking_uri: str = "", parent_
             raise
 
 
-def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "") -> None:
-    """Point this (component) process at the pipeline's MLflow parent run: stage modules read these
-    variables in ``vidpred.tracking.stage_run``. Empty values keep the defaults."""
-    for key, value in (("MLFLOW_TRACKING_URI", tracking_uri), ("VIDPRED_PARENT_RUN_ID", parent_run_id),
-                       ("VIDPRED_DATA_MD5", data_md5)):
-        if value:
-            os.environ[key] = value
+@contextlib.contextmanager
+def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "") -> Iterator[None]:
+    """Point the code inside at the pipeline's MLflow parent run: stage modules read these variables in
+    ``vidpred.tracking.stage_run``. Empty values keep the defaults; the environment is restored after."""
+    values = {"MLFLOW_TRACKING_URI": tracking_uri, "VIDPRED_PARENT_RUN_ID": parent_run_id,
+              "VIDPRED_DATA_MD5": data_md5}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update({key: value for key, value in values.items() if value})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), *, tracking_uri: str = "",
@@ -101,8 +108,8 @@ def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), 
     """``vidpred.train.<module>.main(config, overrides)`` as a pipeline stage, nested under the parent run."""
     import importlib
 
-    stage_env(tracking_uri, parent_run_id, data_md5)
-    return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
+    with stage_env(tracking_uri, parent_run_id, data_md5):
+        return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
 
 
 # ------------------------------------------------------------------------------------------ pipeline

@@ -48,7 +48,7 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
     assert (tiny / "vq" / "moso_vqvae.pt").is_file()
     assert {"recon_psnr", "recon_ssim", "codebook_usage"} <= set(vq.metrics)
     assert 0 < vq.metrics["codebook_usage"] <= 1
-    assert "moso-vqvae: trained to step 3" in vq.describe()
+    assert "moso_vqvae: trained to step 3" in vq.describe()
     assert list((tiny / "vq" / "samples" / "reconstruction").glob("*.png"))
     again = moso_vqvae.main("configs/smoke/moso-vqvae.yaml",  # resumed at max_steps: no step, still validated
                             TINY_VQ + [f"data.moso_store={tiny / 'moso'}", f"train.out_dir={tiny / 'vq'}"])

@@ -12,7 +12,7 @@ from vidpred.orchestrate import compile_pipeline
 
 VIDPRED = [sys.executable, "-m", "vidpred.cli"]
 TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
-         "train-landmarks", "train-landmark-dynamics")
+         "train-landmarks", "train-landmark-dynamics", "train-moso-vqvae", "moso-tokens", "train-moso-transformer")
 
 
 def cli(*args, **kw):
@@ -61,7 +61,12 @@ def test_paper_profile_schedules_training_on_a_gpu_node(tmp_path):
     dag = spec["root"]["dag"]["tasks"]
     assert "validate-data" in dag["train-corrwise"]["dependentTasks"]  # training waits for the gate
     assert "train-landmarks" in dag["train-landmark-dynamics"]["dependentTasks"]  # LSTM on the autoencoder
-    for task in ("train-corrwise", "train-landmarks", "train-landmark-dynamics"):
+    assert "train-moso-vqvae" in dag["moso-tokens"]["dependentTasks"]  # VQVAE → tokens → Transformer
+    assert "moso-tokens" in dag["train-moso-transformer"]["dependentTasks"]
+    kth_context = dag["moso-tokens"]["inputs"]["parameters"]["context"]["runtimeValue"]["constant"]
+    assert kth_context == 10  # configs/paper/moso-vqvae-kth64.yaml tokens.context (MOSO §4.1, KTH)
+    for task in ("train-moso-vqvae", "train-moso-transformer", "train-corrwise", "train-landmarks",
+                 "train-landmark-dynamics"):
         acc = executors(spec)[f"exec-{task}"]["container"]["resources"]["accelerator"]
         assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
         k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{task}"]

@@ -17,9 +17,12 @@ TINY = ["data.size=32", "data.clip_len=4", "preprocess.clip_len=4", "data.option
         'stages.toycar.overrides=["epochs=1", "samples_per_epoch=8"]',
         'stages.landmarks.overrides=["train.max_steps=2", "optim.batch_size=2", "model.image_size=32"]',
         'stages.landmark_dynamics.overrides=["train.max_steps=2", "optim.batch_size=2", "dynamics.n_inputs=2", '
-        '"dynamics.n_future=2", "eval.rollout_steps=4"]']
+        '"dynamics.n_future=2", "eval.rollout_steps=4"]',
+        'stages.moso_vqvae.overrides=["model.image_size=32", "model.frames=4", "train.max_steps=2", '
+        '"optim.batch_size=2"]',
+        'stages.moso_transformer.overrides=["train.max_steps=2", "optim.batch_size=2"]']
 STAGES = {"prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
-          "train-landmarks", "train-landmark-dynamics"}
+          "train-landmarks", "train-landmark-dynamics", "train-moso-vqvae", "moso-tokens", "train-moso-transformer"}
 
 
 @pytest.mark.slow
@@ -48,7 +51,7 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys):
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     by_stage = {r.data.tags["vidpred.stage"]: r for r in children}
     assert set(by_stage) == {"prepare_data", "preprocess_moso", "validate_data", "corrwise", "toycar-corrwise-l1",
-                             "landmarks", "landmark_dynamics"}
+                             "landmarks", "landmark_dynamics", "moso_vqvae", "moso_tokens", "moso_transformer"}
     for name, run in by_stage.items():
         assert run.info.status == "FINISHED"
         if name != "toycar-corrwise-l1":  # the toy experiment reads no dataset

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vidpred.config import Config, load_config
 from vidpred.errors import VidpredError
-from vidpred.fsutil import atomic_file
+from vidpred.models.files import load_model_file, save_model_file
 from vidpred.models.landmarks import inference
 from vidpred.models.landmarks.dynamics import DynamicsConfig, LandmarkLSTM
 from vidpred.models.landmarks.gaussians import grid_to_pixels
@@ -110,27 +110,18 @@ class DynamicsTask(Task):
         return {"rollout": inference.landmark_strip(seq, every, frames)}
 
 
+DYNAMICS_KIND = "vidpred-landmark-dynamics/1"
+
+
 def save_dynamics(lstm: LandmarkLSTM, path: Path, extra: dict) -> Path:
-    with atomic_file(path) as fh:
-        torch.save({"kind": "vidpred-landmark-dynamics/1", "config": lstm.cfg.to_dict(),
-                    "state_dict": lstm.state_dict(), **extra}, fh)
-    return path
+    return save_model_file(path, DYNAMICS_KIND, lstm.cfg.to_dict(), lstm.state_dict(), **extra)
 
 
 def load_dynamics(path) -> LandmarkLSTM:
     """A trained LSTM from ``dynamics.pt`` (eval mode); VidpredError for a missing/corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VidpredError(f"dynamics model {path} does not exist (train it with `vidpred train landmark-dynamics`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("kind") != "vidpred-landmark-dynamics/1":
-            raise ValueError("not a landmark dynamics file")
-        lstm = LandmarkLSTM(DynamicsConfig.from_dict(blob["config"]))
-        lstm.load_state_dict(blob["state_dict"])
-    except Exception as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VidpredError(f"dynamics model {path} cannot be loaded: {msg}") from None
+    blob = load_model_file(path, DYNAMICS_KIND, "dynamics model", "train it with `vidpred train landmark-dynamics`")
+    lstm = LandmarkLSTM(DynamicsConfig.from_dict(blob["config"]))
+    lstm.load_state_dict(blob["state_dict"])
     return lstm.eval()
 
 

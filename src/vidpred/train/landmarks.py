@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from vidpred.config import Config, load_config
 from vidpred.errors import VidpredError
-from vidpred.fsutil import atomic_file
+from vidpred.models.files import load_model_file, save_model_file
 from vidpred.models.landmarks import augment, viz
 from vidpred.models.landmarks.autoencoder import (AutoencoderConfig, LandmarkAutoencoder, PatchDiscriminator,
                                                   lsgan_losses)
@@ -233,29 +233,18 @@ def keypoint_eval(net: LandmarkAutoencoder, data: dict, threshold: float = 6.0):
 # Saving / loading the trained model
 
 
+AUTOENCODER_KIND = "vidpred-landmark-autoencoder/1"
+
+
 def save_autoencoder(net: LandmarkAutoencoder, path: Path) -> Path:
-    with atomic_file(path) as fh:
-        torch.save({"kind": "vidpred-landmark-autoencoder/1", "config": net.cfg.to_dict(),
-                    "state_dict": net.state_dict()}, fh)
-    return path
+    return save_model_file(path, AUTOENCODER_KIND, net.cfg.to_dict(), net.state_dict())
 
 
 def load_autoencoder(path) -> LandmarkAutoencoder:
     """A trained autoencoder from ``landmarks.pt`` (eval mode); VidpredError for a missing/corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise VidpredError(f"landmark model {path} does not exist (train it with `vidpred train landmarks`)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(blob, dict) or blob.get("kind") != "vidpred-landmark-autoencoder/1":
-            raise ValueError("not a landmark autoencoder file")
-        net = LandmarkAutoencoder(AutoencoderConfig.from_dict(blob["config"]))
-        net.load_state_dict(blob["state_dict"])
-    except VidpredError:
-        raise
-    except Exception as exc:  # torch.load raises many types on corrupt files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VidpredError(f"landmark model {path} cannot be loaded: {msg}") from None
+    blob = load_model_file(path, AUTOENCODER_KIND, "landmark model", "train it with `vidpred train landmarks`")
+    net = LandmarkAutoencoder(AutoencoderConfig.from_dict(blob["config"]))
+    net.load_state_dict(blob["state_dict"])
     return net.eval()
 
 

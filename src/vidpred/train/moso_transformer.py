@@ -1,4 +1,4 @@
-"""Training stage "moso-transformer": MOSO-Transformer on a token set (paper §3.2, appendix table).
+"""Training stage "moso_transformer": MOSO-Transformer on a token set (paper §3.2, appendix table).
 
 ``vidpred train moso-transformer --config configs/smoke/moso-transformer.yaml [--set key=value …]`` → :func:`main`.
 
@@ -149,7 +149,7 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
         raise VidpredError(f"token set {cfg['data.tokens']} was made with codebook {meta['codebook_version']}, "
                            f"the VQVAE {cfg.get('vqvae', meta['vqvae'])} has {codebook_version(vqvae)}")
     store = load_moso_store(cfg.get("data.moso_store", meta["moso_store"]))  # ground-truth frames for validation
-    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso-transformer")
+    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso_transformer")
     torch.manual_seed(settings.seed)
     bs = int(cfg["optim.batch_size"])
     evald = []
@@ -162,7 +162,7 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
             raise
     task = TransformerTask(cfg, meta, vqvae, store, evald, settings.max_steps)
     batches = epoch_batches(data, bs, seed=settings.seed)
-    with stage_logging("moso-transformer", cfg, out_dir, callback=callback) as log:
+    with stage_logging("moso_transformer", cfg, out_dir, callback=callback) as log:
         result = run_training(task, batches, settings, log)
         path = save_model(task.net, out_dir / MODEL_FILE, TRANSFORMER_KIND, steps=result.step,
                           codebook_version=meta["codebook_version"], context=task.context, given_frames=task.given,

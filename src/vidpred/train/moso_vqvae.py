@@ -1,4 +1,4 @@
-"""Training stage "moso-vqvae": MOSO-VQVAE on a MOSO store (paper §3.1.4, §4 "Implementation").
+"""Training stage "moso_vqvae": MOSO-VQVAE on a MOSO store (paper §3.1.4, §4 "Implementation").
 
 ``vidpred train moso-vqvae --config configs/smoke/moso-vqvae.yaml [--set key=value …]`` → :func:`main`.
 
@@ -181,13 +181,13 @@ def main(config, overrides=(), callback=None) -> VQVAEResult:
     if (meta["clip_len"], meta["height"]) != (model.get("frames"), model.get("image_size")):
         raise VidpredError(f"model.frames/image_size = {model.get('frames')}/{model.get('image_size')} but MOSO store "
                            f"{store} has clips of {meta['clip_len']} frames at {meta['height']} px")
-    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso-vqvae")
+    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso_vqvae")
     torch.manual_seed(settings.seed)
     bs = int(cfg["optim.batch_size"])
     evald = eval_batches(store, cfg.get("data.eval_split", "test"), int(cfg.get("eval.max_clips", 32)), bs)
     task = VQVAETask(cfg, evald, settings.max_steps)
     batches = epoch_batches(data, bs, seed=settings.seed)
-    with stage_logging("moso-vqvae", cfg, out_dir, callback=callback) as log:
+    with stage_logging("moso_vqvae", cfg, out_dir, callback=callback) as log:
         result = run_training(task, batches, settings, log)
         path = save_model(task.net, out_dir / MODEL_FILE, VQVAE_KIND, steps=result.step,
                           raw_content=task.raw_content(result.step), lower=meta["lower"], upper=meta["upper"])

@@ -19,37 +19,22 @@ import numpy as np
 import torch
 
 from vidpred.errors import VidpredError
-from vidpred.fsutil import atomic_dir, atomic_file
+from vidpred.fsutil import atomic_dir
+from vidpred.models.files import load_model_file, save_model_file
 
 VQVAE_KIND = "vidpred-moso-vqvae/1"
 TRANSFORMER_KIND = "vidpred-moso-transformer/1"
 
 
 def save_model(net: torch.nn.Module, path: Path, kind: str, **extra) -> Path:
-    with atomic_file(path) as fh:
-        torch.save({"kind": kind, "config": net.config_dict(), "state_dict": net.state_dict(), **extra}, fh)
-    return Path(path)
-
-
-def _load(path, kind: str, what: str, hint: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise VidpredError(f"{what} {path} does not exist ({hint})")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises many types on corrupt files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VidpredError(f"{what} {path} cannot be loaded: {msg}") from None
-    if not isinstance(blob, dict) or blob.get("kind") != kind:
-        raise VidpredError(f"{what} {path} is not a {kind} file")
-    return blob
+    return save_model_file(path, kind, net.config_dict(), net.state_dict(), **extra)
 
 
 def load_vqvae(path):
     """(MosoVQVAE in eval mode, file metadata dict)."""
     from vidpred.models.moso.vqvae import MosoVQVAE, VQVAEConfig
 
-    blob = _load(path, VQVAE_KIND, "MOSO-VQVAE model", "train it with `vidpred train moso-vqvae`")
+    blob = load_model_file(path, VQVAE_KIND, "MOSO-VQVAE model", "train it with `vidpred train moso-vqvae`")
     net = MosoVQVAE(VQVAEConfig.from_dict(blob["config"]))
     net.load_state_dict(blob["state_dict"])
     return net.eval(), {k: v for k, v in blob.items() if k not in ("state_dict",)}
@@ -59,7 +44,7 @@ def load_transformer(path):
     """(MosoTransformer in eval mode, file metadata dict)."""
     from vidpred.models.moso.transformer import MosoTransformer, TransformerConfig
 
-    blob = _load(path, TRANSFORMER_KIND, "MOSO-Transformer model", "train it with `vidpred train moso-transformer`")
+    blob = load_model_file(path, TRANSFORMER_KIND, "MOSO-Transformer model", "train it with `vidpred train moso-transformer`")
     net = MosoTransformer(TransformerConfig.from_dict(blob["config"]))
     net.load_state_dict(blob["state_dict"])
     return net.eval(), {k: v for k, v in blob.items() if k not in ("state_dict",)}
