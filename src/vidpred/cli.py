@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from vidpred.commands_landmarks import app as landmarks_app
+from vidpred.commands_moso import app as moso_app
 from vidpred.errors import VidpredError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -200,43 +202,18 @@ def weights_fetch(name: str = typer.Argument(..., help="Registry name, e.g. alex
     typer.echo(f"{name}: {weight_path(name)}")  # downloads unless VIDPRED_OFFLINE=1
 
 
-def _mount_optional(module: str, name: str) -> None:
-    """Mount a command group owned by a model module (kept light at import time)."""
-    import importlib
-
-    try:
-        sub = importlib.import_module(module).app
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return
-    app.add_typer(sub, name=name)
-
-
-_mount_optional("vidpred.commands_moso", "moso")
-_mount_optional("vidpred.commands_landmarks", "landmarks")
+app.add_typer(moso_app, name="moso")
+app.add_typer(landmarks_app, name="landmarks")
 
 
 def main() -> None:
+    """Console entry point. typer's standalone mode prints usage errors (exit 2) and applies exit codes;
+    a VidpredError becomes one ``error: …`` line on stderr and exit code 2."""
     try:
-        rc = app(standalone_mode=False)  # in this mode typer returns the exit code instead of raising it
-        sys.exit(rc if isinstance(rc, int) else 0)
+        app()
     except VidpredError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:  # normal exits, e.g. validation failure
-        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
-        sys.exit(code or 0)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -84,3 +84,26 @@ def test_weights_list_reports_missing_and_standin(tmp_path):
     offline = run("weights", "fetch", "vgg19", env={**env, "VIDPRED_OFFLINE": "1"})
     assert offline.returncode == 2
     assert REGISTRY["vgg19"].filename in offline.stderr and str(ckpt) in offline.stderr
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    missing = run("data", "prepare", "--dataset", "shapes")
+    assert missing.returncode == 2
+    assert "Missing option '--out'" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = run("no-such-command")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+
+
+def test_failed_validation_exits_1(tmp_path):
+    """A store whose only video is constant fails the not_constant gate: exit 1, report beside the store."""
+    import numpy as np
+
+    from vidpred.data.store import StoreWriter
+
+    store = tmp_path / "s"
+    with StoreWriter(store, {"dataset": "test", "size": 16, "clip_len": 2, "options": {}}) as w:
+        w.add("flat", "train", np.full((4, 16, 16, 3), 7, np.uint8), 10.0, "test")
+    res = run("data", "validate", str(store))
+    assert res.returncode == 1, res.stderr
+    assert "FAIL not_constant" in res.stdout
+    assert (tmp_path / "s.validation" / "validation.json").is_file()
