@@ -143,6 +143,7 @@ def compile_pipeline(profile: str, out: str | Path, overrides: Iterable[str] = (
     from kfp import compiler
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    # not fsutil.atomic_file: kfp picks the output format from the file name, so the temp file needs .yaml
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.tmp-", suffix=".yaml", dir=out.parent)
     os.close(fd)
     try:
@@ -244,7 +245,6 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
     from vidpred import tracking
 
     uri = tracking.preflight(tracking.tracking_uri())
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # the task processes inherit it
     root = Path(workdir or "runs").resolve()
     root.mkdir(parents=True, exist_ok=True)
     _use_this_python()
@@ -265,22 +265,16 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
 
     with tracking.pipeline_run(profile, cfg) as parent:
         run_id = parent.info.run_id
-        # task processes inherit the environment: stages that do not take parent_run_id still nest
-        # (vidpred.tracking.stage_run reads VIDPRED_PARENT_RUN_ID)
-        previous = os.environ.get("VIDPRED_PARENT_RUN_ID")
-        os.environ["VIDPRED_PARENT_RUN_ID"] = run_id
-        try:
-            task = pipeline_func(tracking_uri=uri, parent_run_id=run_id)
-        except RuntimeError as exc:
-            failed, reason = _failed_stage(str(exc), run_id)
-            where = run_dir()
-            raise VidpredError(f"stage {failed} failed: {reason} (MLflow parent run {run_id}; task outputs "
-                               f"under {where or root})") from None
-        finally:
-            if previous is None:
-                os.environ.pop("VIDPRED_PARENT_RUN_ID", None)
-            else:
-                os.environ["VIDPRED_PARENT_RUN_ID"] = previous
+        # task processes inherit the environment, so every stage nests under the parent run
+        # (vidpred.tracking.stage_run reads MLFLOW_TRACKING_URI and VIDPRED_PARENT_RUN_ID)
+        with stage_env(uri, run_id):
+            try:
+                task = pipeline_func(tracking_uri=uri, parent_run_id=run_id)
+            except RuntimeError as exc:
+                failed, reason = _failed_stage(str(exc), run_id)
+                where = run_dir()
+                raise VidpredError(f"stage {failed} failed: {reason} (MLflow parent run {run_id}; task outputs "
+                                   f"under {where or root})") from None
         md5 = str(task.output)
         mlflow.set_tag(DATA_MD5_TAG, md5)
         experiment = mlflow.MlflowClient().get_experiment(parent.info.experiment_id)
@@ -292,5 +286,5 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
     return result
 
 
-__all__ = ["stage", "StageRun", "compile_pipeline", "run_local", "LocalRunResult", "load_pipeline_module",
-           "browse_command"]
+__all__ = ["stage", "StageRun", "stage_env", "run_training_stage", "compile_pipeline", "run_local",
+           "LocalRunResult", "load_pipeline_module", "browse_command"]
