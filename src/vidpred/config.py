@@ -17,6 +17,7 @@ provenance are both logged to MLflow by the tracking module.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,17 @@ def missing_provenance(cfg: Config) -> list[str]:
         if not any(".".join(parts[:i]) in cfg.provenance for i in range(len(parts), 0, -1)):
             missing.append(key)
     return missing
+
+
+def dataclass_from_dict(cls, values: dict, section: str, ignore: Iterable[str] = ()):
+    """``cls(**values)`` for a settings dataclass; a key it does not know (a typo) is one clear error.
+
+    ``ignore`` names keys of the section that are read elsewhere (e.g. training settings beside model ones)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known - set(ignore))
+    if unknown:
+        raise VidpredError(f"{section}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def resolve_config_path(path: str | Path) -> Path:

@@ -83,3 +83,20 @@ SHIPPED = sorted(CONFIG_DIR.rglob("*.yaml"))
 def test_every_shipped_config_states_where_each_number_comes_from(path):
     cfg = load_config(path)
     assert missing_provenance(cfg) == [], f"{path}: numbers without provenance"
+
+
+def test_dataclass_from_dict_rejects_typos_and_honours_ignore():
+    from dataclasses import dataclass
+
+    from vidpred.config import dataclass_from_dict
+
+    @dataclass
+    class Settings:
+        width: int = 8
+        depth: int = 2
+
+    assert dataclass_from_dict(Settings, {"width": 16}, "model") == Settings(width=16, depth=2)
+    with pytest.raises(VidpredError, match=r"model: unknown setting\(s\) widht"):
+        dataclass_from_dict(Settings, {"widht": 16}, "model")
+    # keys read elsewhere can be named, and are then left out
+    assert dataclass_from_dict(Settings, {"depth": 3, "steps": 9}, "model", ignore=["steps"]) == Settings(depth=3)

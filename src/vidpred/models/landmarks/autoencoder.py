@@ -21,6 +21,7 @@ from torch import nn
 # the hook-based spectral norm: unlike the parametrization API it pickles, so mlflow.pytorch can log the model
 from torch.nn.utils import spectral_norm
 
+from vidpred.config import dataclass_from_dict
 from vidpred.models.landmarks import gaussians as G
 
 
@@ -52,8 +53,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        cfg = cls(**known)
+        cfg = dataclass_from_dict(cls, d, "model (landmark autoencoder)")
         cfg.decoder_channels = list(cfg.decoder_channels)
         cfg.validate()
         return cfg

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from vidpred.config import dataclass_from_dict
 from vidpred.models.landmarks.gaussians import STATE_DIM
 
 
@@ -28,7 +29,8 @@ class DynamicsConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DynamicsConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        # n_inputs / n_future sit in the same config section but are training settings
+        return dataclass_from_dict(cls, d, "dynamics", ignore=("n_inputs", "n_future"))
 
     def to_dict(self) -> dict:
         return asdict(self)

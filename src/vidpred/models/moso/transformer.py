@@ -18,12 +18,13 @@ weighted ``changed_weight``× — 5 in the paper's code).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidpred.config import dataclass_from_dict
 from vidpred.errors import VidpredError
 from vidpred.models.moso.sampling import mask_rate, random_mask
 
@@ -44,14 +45,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VidpredError(f"transformer: unknown setting(s) {', '.join(unknown)}")
-        d = dict(d)
-        if "motion_hw" in d:
-            d["motion_hw"] = tuple(d["motion_hw"])
-        cfg = cls(**d)
+        cfg = dataclass_from_dict(cls, d, "transformer")
+        cfg.motion_hw = tuple(cfg.motion_hw)
         if cfg.dim % cfg.heads:
             raise VidpredError(f"transformer.dim={cfg.dim} must be a multiple of transformer.heads={cfg.heads}")
         return cfg

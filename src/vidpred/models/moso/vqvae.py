@@ -16,12 +16,13 @@ codebook) give the same token budget as MOSO; the decoder has no merge module.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidpred.config import dataclass_from_dict
 from vidpred.errors import VidpredError
 from vidpred.models.moso.decoder import Decoder
 from vidpred.models.moso.encoders import ContentEncoder, MotionEncoder
@@ -52,11 +53,7 @@ class VQVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VQVAEConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise VidpredError(f"model: unknown MOSO-VQVAE setting(s) {', '.join(unknown)}")
-        cfg = cls(**d)
+        cfg = dataclass_from_dict(cls, d, "model (MOSO-VQVAE)")
         cfg.check()
         return cfg
 
