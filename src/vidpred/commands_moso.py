@@ -20,6 +20,8 @@ StoreOpt = typer.Option(..., "--store", help="A MOSO store (`vidpred preprocess 
 OutOpt = typer.Option(..., "--out", help="Output directory (frames, GIFs, grid.png).")
 StepsOpt = typer.Option(16, help="MaskGIT steps (paper: 16).")
 TempOpt = typer.Option(4.5, help="Gumbel temperature of the MaskGIT confidence (authors' code: 3–4.5).")
+TokTempOpt = typer.Option(1.0, help="Softmax temperature of the sampled tokens (1: the model's distribution, "
+                                     "as in the paper; 0: the most likely token).")
 SeedOpt = typer.Option(0, help="Sampling seed.")
 
 
@@ -37,7 +39,8 @@ def _clips(store_dir: Path, clips: list[int]):
 
 
 @app.command("tokens")
-def tokens(vqvae: Path = VqvaeOpt, store: Path = StoreOpt, out: Path = OutOpt,
+def tokens(vqvae: Path = VqvaeOpt, store: Path = StoreOpt,
+           out: Path = typer.Option(..., "--out", help="Output directory of the token set (written atomically)."),
            context: int = typer.Option(..., help="Context frames K of the pseudo clips (e.g. 2 RoboNet, 10 KTH)."),
            batch_size: int = typer.Option(16, help="Clips per batch.")):
     """Encode a MOSO store into scene / object / motion tokens (real and pseudo clips)."""
@@ -51,7 +54,8 @@ def predict(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Path = 
             clip: int = typer.Option(0, help="Clip (row of the MOSO store) whose first frames are the context."),
             context: int = typer.Option(2, help="Context frames K."),
             frames: Optional[int] = typer.Option(None, help="Frames to produce (default one clip); more → iterative."),
-            steps: int = StepsOpt, temperature: float = TempOpt, seed: int = SeedOpt):
+            steps: int = StepsOpt, temperature: float = TempOpt, token_temperature: float = TokTempOpt,
+            seed: int = SeedOpt):
     """Video prediction: K context frames → the rest (iteratively for long rollouts)."""
     import torch
 
@@ -62,7 +66,7 @@ def predict(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Path = 
     st, truth = _clips(store, [clip])
     total = frames or vq.cfg.frames
     video = predict_video(vq, tr, truth[:, :context], total, bool(meta.get("raw_content")), st.meta["lower"],
-                          st.meta["upper"], steps, temperature, torch.Generator().manual_seed(seed))
+                          st.meta["upper"], steps, temperature, torch.Generator().manual_seed(seed), token_temperature)
     typer.echo(f"wrote {write_video_outputs(out, {'truth': truth[0], 'prediction': video[0]})}")
 
 
@@ -70,7 +74,8 @@ def predict(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Path = 
 def interpolate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Path = StoreOpt, out: Path = OutOpt,
                 clip: int = typer.Option(0, help="Clip (row of the MOSO store)."),
                 known: str = typer.Option("0,-1", help="Comma-separated indices of the known frames."),
-                steps: int = StepsOpt, temperature: float = TempOpt, seed: int = SeedOpt):
+                steps: int = StepsOpt, temperature: float = TempOpt, token_temperature: float = TokTempOpt,
+                seed: int = SeedOpt):
     """Frame interpolation: keep the known frames' motion tokens, generate the others'."""
     import torch
 
@@ -89,7 +94,7 @@ def interpolate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Pat
     mask = torch.zeros(t, dtype=torch.bool)
     mask[idx] = True
     tok = encode_frames(vq, truth, bool(meta.get("raw_content")), st.meta["lower"], st.meta["upper"])
-    tok = interpolate_tokens(tr, tok, mask, steps, temperature, torch.Generator().manual_seed(seed))
+    tok = interpolate_tokens(tr, tok, mask, steps, temperature, torch.Generator().manual_seed(seed), token_temperature)
     video = vq.decode_tokens(tok).clamp(0, 1)
     typer.echo(f"wrote {write_video_outputs(out, {'truth': truth[0], 'interpolation': video[0]})}")
 
@@ -97,7 +102,7 @@ def interpolate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, store: Pat
 @app.command("generate")
 def generate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, out: Path = OutOpt,
              num: int = typer.Option(4, help="Videos to generate."), steps: int = StepsOpt,
-             temperature: float = TempOpt, seed: int = SeedOpt):
+             temperature: float = TempOpt, token_temperature: float = TokTempOpt, seed: int = SeedOpt):
     """Unconditional generation (all tokens sampled)."""
     import torch
 
@@ -108,7 +113,7 @@ def generate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, out: Path = O
     tr, _ = load_transformer(transformer)
     s = vq.cfg.image_size
     tok = generate_tokens(tr, num, (s // vq.cfg.scene_factor,) * 2, (s // vq.cfg.object_factor,) * 2, steps,
-                          temperature, torch.Generator().manual_seed(seed))
+                          temperature, torch.Generator().manual_seed(seed), token_temperature=token_temperature)
     video = vq.decode_tokens(tok).clamp(0, 1)
     typer.echo(f"wrote {write_video_outputs(out, {f'sample-{i}': v for i, v in enumerate(video)})}")
 

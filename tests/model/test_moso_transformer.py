@@ -63,6 +63,27 @@ def test_maskgit_fill_fills_every_masked_token_and_keeps_given():
     assert all(a > b for a, b in zip(seen, seen[1:]))  # fewer masks every step
 
 
+def test_token_temperature_zero_takes_the_most_likely_token_and_low_sharpens():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.zeros(4, 30, dtype=torch.long)
+    unknown = torch.ones(4, 30, dtype=torch.bool)
+    fixed = torch.randn(4, 30, K_CODES, generator=g)  # the same logits every step
+    best = fixed.argmax(-1)
+    greedy = maskgit_fill(lambda ids: fixed, tokens, unknown, K_CODES, steps=3, generator=g, token_temperature=0.0)
+    assert torch.equal(greedy, best)
+    flat = maskgit_fill(lambda ids: fixed, tokens, unknown, K_CODES, steps=3, generator=g, token_temperature=1.0)
+    cold = maskgit_fill(lambda ids: fixed, tokens, unknown, K_CODES, steps=3, generator=g, token_temperature=0.1)
+    assert (cold == best).float().mean() > (flat == best).float().mean()
+    with pytest.raises(ValueError, match="token_temperature"):
+        maskgit_fill(lambda ids: fixed, tokens, unknown, K_CODES, token_temperature=-1.0)
+
+
+def test_attention_dropout_is_separate_from_residual_dropout():
+    m = MosoTransformer(TransformerConfig(**{**CFG, "dropout": 0.1, "attn_dropout": 0.0}))
+    assert all(blk.self_attn.dropout == 0.0 and blk.dropout1.p == 0.1 for blk in m.content)
+    assert all(blk.spatial.dropout == 0.0 and blk.temporal.dropout == 0.0 for blk in m.motion)
+
+
 def test_pseudo_clip_and_aligned_given_frames():
     ctx = torch.arange(2 * 3 * 5).view(2, 3, 5).float()
     p = pseudo_clip(ctx, 6)

@@ -44,7 +44,8 @@ def geometry(meta: dict) -> dict:
 
 @torch.no_grad()
 def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, given: int, steps: int,
-                        temperature: float, best_of: int = 1, seed: int = 0) -> tuple[dict, dict]:
+                        temperature: float, best_of: int = 1, seed: int = 0,
+                        token_temperature: float = 1.0) -> tuple[dict, dict]:
     """Held-out prediction metrics (means over predicted frames) and one sample of each kind."""
     from vidpred.metrics.image import psnr, ssim
 
@@ -58,7 +59,7 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
         cond = {k: batch[f"cond_{k}"] for k in ("scene", "object", "motion")}
         best, best_p = None, None
         for _ in range(best_of):
-            tok = predict_tokens(model, cond, given, steps, temperature, gen)
+            tok = predict_tokens(model, cond, given, steps, temperature, gen, token_temperature)
             frames = vqvae.decode_tokens(tok).clamp(0, 1)
             p = psnr(frames[:, context:], future).mean(1)
             if best is None:
@@ -92,6 +93,7 @@ class TransformerTask(Task):
         self.uncond_prob = float(cfg.get("loss.uncond_prob", 0.0))
         self.steps, self.temperature = int(cfg.get("sample.steps", 16)), float(cfg.get("sample.temperature", 4.5))
         self.best_of = int(cfg.get("sample.best_of", 1))
+        self.token_temperature = float(cfg.get("sample.token_temperature", 1.0))
         self.modules = {"transformer": self.net}
         opt = torch.optim.AdamW(self.net.parameters(), lr=float(cfg["optim.lr"]),
                                 weight_decay=float(cfg.get("optim.weight_decay", 0.01)))
@@ -111,7 +113,7 @@ class TransformerTask(Task):
             return None
         metrics, self._sample = evaluate_prediction(self.net, self.vqvae, self.store, self.eval_batches,
                                                     self.context, self.given, self.steps, self.temperature,
-                                                    self.best_of)
+                                                    self.best_of, token_temperature=self.token_temperature)
         return metrics
 
     def sample_images(self, batch, step):
@@ -120,7 +122,8 @@ class TransformerTask(Task):
         sample = self._sample  # from the validation that ran at this step, if any
         if not sample:
             _, sample = evaluate_prediction(self.net, self.vqvae, self.store, self.eval_batches[:1], self.context,
-                                            self.given, self.steps, self.temperature, 1)
+                                            self.given, self.steps, self.temperature, 1,
+                                            token_temperature=self.token_temperature)
         self._sample = {}
         return {"prediction": clip_grid([sample["truth"], sample["prediction"], sample["copy_last"]])}
 

@@ -23,7 +23,7 @@ from vidpred.fsutil import atomic_dir
 from vidpred.models.files import load_model_file, save_model_file
 
 VQVAE_KIND = "vidpred-moso-vqvae/1"
-TRANSFORMER_KIND = "vidpred-moso-transformer/1"
+TRANSFORMER_KIND = "vidpred-moso-transformer/2"  # /2: context tokens added position-aligned
 
 
 def save_model(net: torch.nn.Module, path: Path, kind: str, **extra) -> Path:
@@ -104,7 +104,7 @@ def write_video_outputs(out_dir, videos: dict[str, torch.Tensor], fps: float = 4
 @torch.no_grad()
 def predict_video(vqvae, transformer, context: torch.Tensor, total: int, raw_content: bool, lower: float = 0.1,
                   upper: float = 0.9, steps: int = 16, temperature: float = 4.5,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, token_temperature: float = 1.0) -> torch.Tensor:
     """Predict ``total`` frames (context included) from context frames ``B×K×3×H×W`` in [0, 1].
 
     Each round builds the pseudo clip of the last K frames, tokenises it, samples the next clip's tokens
@@ -119,6 +119,6 @@ def predict_video(vqvae, transformer, context: torch.Tensor, total: int, raw_con
     video = context.float()
     while video.shape[1] < total:
         cond = encode_frames(vqvae, pseudo_clip(video[:, -k:], t), raw_content, lower, upper)
-        tokens = predict_tokens(transformer, cond, given, steps, temperature, generator)
+        tokens = predict_tokens(transformer, cond, given, steps, temperature, generator, token_temperature)
         video = torch.cat([video, vqvae.decode_tokens(tokens)[:, k:].clamp(0, 1)], dim=1)
     return video[:, :total]

@@ -4,10 +4,16 @@
 * :func:`random_mask` — mask ``ceil(γ·n)`` random positions among the allowed ones of every sample.
 * :func:`maskgit_fill` — iterative decoding: every step samples all still-masked positions, keeps the
   most confident (confidence = log p + temperature·Gumbel, not annealed), re-masks the others on a
-  cosine schedule; given positions are never touched and the last step fills everything.
+  cosine schedule; given positions are never touched and the last step fills everything. Tokens are
+  drawn from ``softmax(logits / token_temperature)`` (1 = the model's distribution, as in the paper;
+  0 = the most likely token).
 * :func:`pseudo_clip` / :func:`given_frames` — the pseudo clip (context padded with its last frame, Eq. 10)
   and how many of its motion frames equal the real clip's: the context frames lying in whole working
-  pools (``⌊K/pool⌋·pool``; paper Eq. 12 and appendix B).
+  pools (``⌊K/pool⌋·pool``; paper Eq. 12 and appendix B). Eq. 12 holds for the motion *encoder*; the
+  motion *input* of frame t (``2·x_t − x_0 − x_{t+1}``, see :mod:`vidpred.preprocess.moso`) also looks at
+  frame t+1, which the pseudo clip replaces by a copy of frame K−1, so the last context pool's stored
+  tokens differ between pseudo and real clip (measured on cpu shapes: none of the given frames matched).
+  Training and inference both take the given frames from the pseudo clip, so the two stay consistent.
 * :func:`predict_tokens`, :func:`interpolate_tokens`, :func:`generate_tokens` — the three tasks at token
   level (scene/object first, then guidance, then motion).
 """
@@ -40,13 +46,15 @@ def random_mask(allowed: torch.Tensor, rate: torch.Tensor, generator: torch.Gene
 
 def maskgit_fill(logits_fn: Callable[[torch.Tensor], torch.Tensor], tokens: torch.Tensor, unknown: torch.Tensor,
                  mask_id: int, steps: int = 16, temperature: float = 4.5,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, token_temperature: float = 1.0) -> torch.Tensor:
     """Fill the ``unknown`` positions of ``tokens`` (B×N, any ids there) by MaskGIT decoding.
 
     ``logits_fn(ids B×N) → B×N×K`` sees MASK at every still-masked position. Returns B×N ids with every
     unknown position set to a code in ``0..K−1`` and every other position unchanged."""
     if steps < 1:
         raise ValueError("MaskGIT needs at least one step")
+    if token_temperature < 0:
+        raise ValueError(f"token_temperature must be ≥ 0, got {token_temperature}")
     masked = unknown.clone()
     n_unknown = unknown.sum(1)
     out = torch.where(unknown, torch.full_like(tokens, mask_id), tokens)
@@ -54,8 +62,12 @@ def maskgit_fill(logits_fn: Callable[[torch.Tensor], torch.Tensor], tokens: torc
         if not masked.any():
             break
         logits = logits_fn(torch.where(masked, torch.full_like(out, mask_id), out)).float()
-        logp = torch.log_softmax(logits, dim=-1)
-        sampled = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(out.shape)
+        if token_temperature > 0:
+            logp = torch.log_softmax(logits / token_temperature, dim=-1)
+            sampled = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(out.shape)
+        else:
+            logp = torch.log_softmax(logits, dim=-1)
+            sampled = logp.argmax(-1)
         conf = logp.gather(-1, sampled[..., None])[..., 0]
         u = torch.rand(conf.shape, generator=generator, device=conf.device).clamp(1e-20, 1 - 1e-7)
         conf = conf + temperature * -torch.log(-torch.log(u))
@@ -84,30 +96,31 @@ def pseudo_clip(context: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([context, context[:, -1:].expand(-1, length - k, *context.shape[2:])], dim=1)
 
 
-def _fill_content(model, cond_scene, cond_object, scene, obj, unknown_so, steps, temperature, generator):
+def _fill_content(model, cond_scene, cond_object, scene, obj, unknown_so, steps, temperature, generator,
+                  token_temperature=1.0):
     ns = scene.shape[1]
 
     def logits_fn(ids):
         return model.so_logits(cond_scene, cond_object, ids[:, :ns], ids[:, ns:])
 
     so = maskgit_fill(logits_fn, torch.cat([scene, obj], 1), unknown_so, model.cfg.mask_id, steps,
-                      temperature, generator)
+                      temperature, generator, token_temperature)
     return so[:, :ns], so[:, ns:]
 
 
-def _fill_motion(model, guide, motion, unknown, steps, temperature, generator):
+def _fill_motion(model, guide, motion, unknown, steps, temperature, generator, token_temperature=1.0):
     b, t, l = motion.shape
 
     def logits_fn(ids):
         return model.m_logits(ids.view(b, t, l), guide).flatten(1, 2)
 
     return maskgit_fill(logits_fn, motion.flatten(1), unknown.flatten(1), model.cfg.mask_id, steps,
-                        temperature, generator).view(b, t, l)
+                        temperature, generator, token_temperature).view(b, t, l)
 
 
 @torch.no_grad()
 def predict_tokens(model, cond: dict, given: int, steps: int = 16, temperature: float = 4.5,
-                   generator: torch.Generator | None = None) -> dict:
+                   generator: torch.Generator | None = None, token_temperature: float = 1.0) -> dict:
     """Prediction: ``cond`` holds the pseudo clip's ``scene``/``object``/``motion`` token maps. New scene and
     object tokens are sampled (TransformerSO), guidance computed (TransformerG), then the motion tokens
     of frames ≥ ``given`` sampled (TransformerM) with the first ``given`` frames kept from ``cond``."""
@@ -115,39 +128,42 @@ def predict_tokens(model, cond: dict, given: int, steps: int = 16, temperature: 
     b = cs.shape[0]
     cs_f, co_f = cs.flatten(1), co.flatten(1)
     unknown_so = torch.ones(b, cs_f.shape[1] + co_f.shape[1], dtype=torch.bool, device=cs.device)
-    s, o = _fill_content(model, cs_f, co_f, cs_f, co_f, unknown_so, steps, temperature, generator)
+    s, o = _fill_content(model, cs_f, co_f, cs_f, co_f, unknown_so, steps, temperature, generator, token_temperature)
     guide = model.guidance(cs_f, co_f, s, o)
     m = cm.flatten(2)
     unknown = torch.zeros_like(m, dtype=torch.bool)
     unknown[:, given:] = True
-    m = _fill_motion(model, guide, m, unknown, steps, temperature, generator)
+    m = _fill_motion(model, guide, m, unknown, steps, temperature, generator, token_temperature)
     return {"scene": s.view_as(cs), "object": o.view_as(co), "motion": m.view_as(cm)}
 
 
 @torch.no_grad()
 def interpolate_tokens(model, tokens: dict, known: torch.Tensor, steps: int = 16, temperature: float = 4.5,
-                       generator: torch.Generator | None = None) -> dict:
+                       generator: torch.Generator | None = None, token_temperature: float = 1.0) -> dict:
     """Interpolation: keep the clip's scene/object tokens and the motion tokens of frames where ``known``
     (bool, length T) is true; generate the other frames' motion tokens."""
     s, o, m = tokens["scene"].flatten(1), tokens["object"].flatten(1), tokens["motion"]
     guide = model.guidance(s, o, s, o)
     mf = m.flatten(2)
     unknown = (~known.to(mf.device))[None, :, None].expand_as(mf).clone()
-    mf = _fill_motion(model, guide, mf, unknown, steps, temperature, generator)
+    mf = _fill_motion(model, guide, mf, unknown, steps, temperature, generator, token_temperature)
     return {"scene": tokens["scene"], "object": tokens["object"], "motion": mf.view_as(m)}
 
 
 @torch.no_grad()
 def generate_tokens(model, batch: int, scene_hw: tuple, object_hw: tuple, steps: int = 16,
-                    temperature: float = 4.5, generator: torch.Generator | None = None, device="cpu") -> dict:
+                    temperature: float = 4.5, generator: torch.Generator | None = None, device="cpu",
+                    token_temperature: float = 1.0) -> dict:
     """Unconditional generation: context all MASK, every scene/object/motion token sampled."""
     cfg = model.cfg
     ns, no = cfg.scene_tokens, cfg.object_tokens
     mask = lambda n: torch.full((batch, n), cfg.mask_id, dtype=torch.long, device=device)  # noqa: E731
     unknown_so = torch.ones(batch, ns + no, dtype=torch.bool, device=device)
-    s, o = _fill_content(model, mask(ns), mask(no), mask(ns), mask(no), unknown_so, steps, temperature, generator)
+    s, o = _fill_content(model, mask(ns), mask(no), mask(ns), mask(no), unknown_so, steps, temperature, generator,
+                         token_temperature)
     guide = model.guidance(mask(ns), mask(no), s, o)
     m = torch.full((batch, cfg.frames, cfg.motion_tokens), cfg.mask_id, dtype=torch.long, device=device)
-    m = _fill_motion(model, guide, m, torch.ones_like(m, dtype=torch.bool), steps, temperature, generator)
+    m = _fill_motion(model, guide, m, torch.ones_like(m, dtype=torch.bool), steps, temperature, generator,
+                     token_temperature)
     return {"scene": s.view(batch, *scene_hw), "object": o.view(batch, *object_hw),
             "motion": m.view(batch, cfg.frames, *cfg.motion_hw)}

@@ -4,7 +4,10 @@ Vocabulary: the VQVAE's codebook ids ``0..K−1`` plus ``MASK = K`` and ``SUMMAR
 token per frame whose output is that frame's guidance embedding).
 
 * ``content`` (TransformerSO ≡ TransformerG, one set of weights): a bidirectional encoder over
-  ``[cond scene | cond object | target scene | target object | T summary tokens]``.
+  ``[target scene | target object | T summary tokens]`` where each target position also carries the
+  embedding of the context (pseudo clip) token at the same position — the paper does not say how the
+  previous tokens enter TransformerSO; adding them position-aligned (rather than as a second sequence)
+  makes "keep the context's token" easy to learn and halves the sequence (measured on the cpu profile).
   As SO it predicts masked target scene/object tokens (logits at those positions, paper Eq. 11);
   as G, fed the complete target scene/object tokens, its outputs at the summary positions are the
   guidance embeddings ``g_1..g_T``.
@@ -41,7 +44,8 @@ class TransformerConfig:
     so_layers: int = 2
     m_layers: int = 2
     mlp_dim: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.1  # on residual branches and MLP activations
+    attn_dropout: float = 0.0  # on attention probabilities (> 0 disables PyTorch's fused CPU attention)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TransformerConfig":
@@ -65,8 +69,12 @@ class TransformerConfig:
 
 
 def _block(cfg: TransformerConfig) -> nn.TransformerEncoderLayer:
-    return nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.mlp_dim, cfg.dropout, activation="gelu",
-                                      batch_first=True, norm_first=True)
+    layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.mlp_dim, cfg.dropout, activation="gelu",
+                                       batch_first=True, norm_first=True)
+    # The layer applies one dropout everywhere; attention-probability dropout is set on its own because
+    # with it PyTorch falls back from the fused (flash) CPU kernel to unfused attention (~6× slower here).
+    layer.self_attn.dropout = cfg.attn_dropout
+    return layer
 
 
 class FactorizedBlock(nn.Module):
@@ -76,8 +84,8 @@ class FactorizedBlock(nn.Module):
         super().__init__()
         d = cfg.dim
         self.n1, self.n2, self.n3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.spatial = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
-        self.temporal = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        self.spatial = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.attn_dropout, batch_first=True)
+        self.temporal = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.attn_dropout, batch_first=True)
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_dim), nn.GELU(), nn.Linear(cfg.mlp_dim, d),
                                  nn.Dropout(cfg.dropout))
 
@@ -95,8 +103,9 @@ class MosoTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, vocab = cfg.dim, cfg.num_codes + 2
-        self.content_len = 2 * (cfg.scene_tokens + cfg.object_tokens) + cfg.frames
+        self.content_len = cfg.scene_tokens + cfg.object_tokens + cfg.frames
         self.tok = nn.Embedding(vocab, d)
+        self.cond_tok = nn.Embedding(vocab, d)  # context tokens (MASK when there is no context)
         self.content_pos = nn.Parameter(torch.randn(self.content_len, d) * 0.02)
         self.content = nn.ModuleList([_block(cfg) for _ in range(cfg.so_layers)])
         self.content_norm = nn.LayerNorm(d)
@@ -112,8 +121,8 @@ class MosoTransformer(nn.Module):
     def _content(self, cond_scene, cond_object, scene, obj) -> torch.Tensor:
         b = scene.shape[0]
         summary = torch.full((b, self.cfg.frames), self.cfg.summary_id, dtype=torch.long, device=scene.device)
-        ids = torch.cat([cond_scene, cond_object, scene, obj, summary], dim=1)
-        x = self.tok(ids) + self.content_pos
+        x = self.tok(torch.cat([scene, obj, summary], dim=1)) + self.content_pos
+        x[:, :-self.cfg.frames] += self.cond_tok(torch.cat([cond_scene, cond_object], dim=1))
         for blk in self.content:
             x = blk(x)
         return self.content_norm(x)
@@ -121,8 +130,7 @@ class MosoTransformer(nn.Module):
     def so_logits(self, cond_scene, cond_object, scene, obj) -> torch.Tensor:
         """Logits ``B×(ns+no)×K`` for the target scene+object tokens (MASK where unknown)."""
         x = self._content(cond_scene, cond_object, scene, obj)
-        ns, no = self.cfg.scene_tokens, self.cfg.object_tokens
-        return self.content_head(x[:, ns + no: 2 * (ns + no)])
+        return self.content_head(x[:, :-self.cfg.frames])
 
     def guidance(self, cond_scene, cond_object, scene, obj) -> torch.Tensor:
         """Guidance embeddings ``B×T×D`` from complete target scene/object tokens (TransformerG)."""
