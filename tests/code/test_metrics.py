@@ -41,6 +41,7 @@ def test_ssim_matches_skimage_on_random_and_structured_images():
     assert ours.shape == (6,)
     ref = torch.tensor([_sk_ssim(p, t) for p, t in zip(pred, target)])
     assert torch.allclose(ours.double(), ref, atol=1e-3), (ours, ref)
+    assert torch.allclose(ssim(pred, target, dtype=torch.float32), ours, atol=1e-5)  # the training-loss precision
     # a blurred structured image too (large, smooth errors rather than noise)
     blurred = torch.nn.functional.avg_pool2d(target[3:], 5, stride=1, padding=2, count_include_pad=False)
     assert torch.allclose(ssim(blurred, target[3:]).double(),

@@ -8,7 +8,7 @@ import torch
 
 from vidpred.errors import VidpredError
 from vidpred.models.moso.quantizer import EMACodebook
-from vidpred.models.moso.vqvae import MosoVQVAE, VQVAEConfig
+from vidpred.models.moso.vqvae import MosoVQVAE, VQVAEConfig, reconstruction_loss
 
 SMALL = dict(image_size=16, frames=4, pool=2, channels=16, embed_dim=8, num_codes=32, scene_factor=2,
              object_factor=2, motion_factor=4, res_layers=1, res_hidden=8, head_dim=8)
@@ -94,6 +94,19 @@ def test_shapes_tokens_and_decode_tokens_roundtrip():
     assert out["tokens"]["motion"].shape == (2, 4, 4, 4)
     assert torch.allclose(m.decode_tokens(out["tokens"]), out["recon"], atol=1e-5)
     assert out["perplexity"] >= 1.0
+
+
+def test_reconstruction_loss_terms():
+    x = torch.rand(2, 4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    blurred = torch.nn.functional.avg_pool2d(x.flatten(0, 1), 3, stride=1, padding=1).view_as(x)
+    assert float(reconstruction_loss(x, x, l1=1.0, l2=1.0, ssim=1.0)) == pytest.approx(0.0, abs=1e-6)
+    only_ssim = reconstruction_loss(blurred, x, l1=0.0, l2=0.0, ssim=1.0)
+    assert 0.1 < float(only_ssim) < 1.0  # 1 − SSIM of a blurred noise image
+    both = reconstruction_loss(blurred, x, l1=1.0, l2=0.0, ssim=1.0)
+    assert float(both) == pytest.approx(float(only_ssim) + float((blurred - x).abs().mean()), rel=1e-5)
+    pred = blurred.clone().requires_grad_(True)
+    reconstruction_loss(pred, x, l1=0.0, l2=0.0, ssim=1.0).backward()
+    assert pred.grad.abs().sum() > 0
 
 
 def test_decoder_is_time_independent():

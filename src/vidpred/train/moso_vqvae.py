@@ -6,6 +6,7 @@ Data: a MOSO store (``vidpred preprocess moso``; :class:`vidpred.preprocess.moso
 first ``preprocess.warmup_steps`` steps the scene / object encoders see the preprocessed scene / object
 videos, afterwards the raw frames; the motion encoder always sees the difference video.
 Loss: ``loss.l1``·L1 + ``loss.l2``·L2 + ``loss.perceptual``·VGG19 perceptual (``vidpred.losses.perceptual``)
++ ``loss.ssim``·(1 − SSIM) (a weight-free structural loss, not in the paper; for runs without VGG weights)
 + commitment (β inside the codebook) + ``loss.disc_weight``·hinge video-GAN loss from ``loss.disc_start``.
 Adam, cosine learning-rate decay. The shared loop does checkpoints, resume, progress and MLflow; validation
 logs reconstruction PSNR/SSIM on held-out clips and codebook usage / perplexity; samples are
@@ -53,6 +54,7 @@ class VQVAETask(Task):
         self.net = MosoVQVAE(self.model_cfg)
         self.warmup = int(cfg.get("preprocess.warmup_steps", 0))
         self.l1, self.l2 = float(cfg.get("loss.l1", 0.0)), float(cfg.get("loss.l2", 1.0))
+        self.w_ssim = float(cfg.get("loss.ssim", 0.0))
         self.w_perc = float(cfg.get("loss.perceptual", 0.0))
         self.w_disc, self.disc_start = float(cfg.get("loss.disc_weight", 0.0)), int(cfg.get("loss.disc_start", 0))
         lr = float(cfg["optim.lr"])
@@ -82,7 +84,7 @@ class VQVAETask(Task):
         self.net.train()
         out = self.net(*model_inputs(self.net, batch, self.raw_content(step)))
         recon, target = out["recon"], batch["frames"]
-        rec = reconstruction_loss(recon, target, self.l1, self.l2)
+        rec = reconstruction_loss(recon, target, self.l1, self.l2, self.w_ssim)
         loss = rec + out["commitment"]
         logs = {"recon": rec.detach(), "commitment": out["commitment"].detach(), "perplexity": out["perplexity"]}
         if self.perceptual is not None:

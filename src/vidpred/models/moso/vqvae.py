@@ -158,13 +158,19 @@ class MosoVQVAE(nn.Module):
         return asdict(self.cfg)
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1: float = 0.0, l2: float = 1.0) -> torch.Tensor:
-    """Weighted L1 + L2 (mean over pixels) between reconstructed and input frames."""
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1: float = 0.0, l2: float = 1.0,
+                        ssim: float = 0.0) -> torch.Tensor:
+    """Weighted L1 + L2 (means over pixels) + ``ssim``·(1 − SSIM) between reconstructed and input frames
+    (SSIM as in :func:`vidpred.metrics.image.ssim`, frames B×T×3×H×W in [0, 1])."""
     loss = recon.new_zeros(())
     if l1:
         loss = loss + l1 * F.l1_loss(recon, target)
     if l2:
         loss = loss + l2 * F.mse_loss(recon, target)
+    if ssim:
+        from vidpred.metrics.image import ssim as ssim_metric
+
+        loss = loss + ssim * (1 - ssim_metric(recon, target, dtype=torch.float32).mean())
     return loss
 
 
