@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast bench data lock clean
+.PHONY: install demo test test-fast bench data moso-cpu lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ bench: install ## speed figures (ratios measured in one run); needs the ffmpeg C
 
 data: install ## re-prepare data/ (default dataset), dvc add + push (updates data.dvc)
 	$(BIN)/vidpred data version
+
+moso-cpu: install ## the MOSO cpu-profile figures (~30 min): data, VQVAE, tokens, Transformer, the 32-px ablation
+	$(BIN)/vidpred data prepare --dataset shapes --out stores/shapes --size 64 --clip-len 8 -o num_videos=128 -o num_test=8
+	$(BIN)/vidpred preprocess moso --input stores/shapes --out stores/shapes-moso --clip-len 8
+	$(BIN)/vidpred train moso-vqvae --config cpu/moso-vqvae
+	$(BIN)/vidpred moso tokens --vqvae runs/cpu/moso-vqvae/moso_vqvae.pt --store stores/shapes-moso --out stores/shapes-moso-tokens --context 2
+	$(BIN)/vidpred train moso-transformer --config cpu/moso-transformer
+	$(BIN)/vidpred data prepare --dataset shapes --out stores/shapes32 --size 32 --clip-len 8 -o num_videos=128 -o num_test=8
+	$(BIN)/vidpred preprocess moso --input stores/shapes32 --out stores/shapes32-moso --clip-len 8
+	$(BIN)/vidpred train moso-vqvae --config cpu/moso-vqvae-ablation-mso
+	$(BIN)/vidpred train moso-vqvae --config cpu/moso-vqvae-ablation-none
 
 lock: ## refresh requirements.lock from the current venv
 	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > requirements.lock

@@ -101,6 +101,11 @@ def test_prediction_keeps_context_motion_tokens_and_fills_the_rest():
     for k in ("scene", "object", "motion"):
         assert out[k].shape == cond[k].shape
         assert ((out[k] >= 0) & (out[k] < K_CODES)).all()
+    # given scene/object tokens (the real clip's, a diagnostic) are used as they are; motion is still sampled
+    real = _tokens(seed=5)
+    with_real = predict_tokens(m, cond, given=2, steps=4, generator=torch.Generator().manual_seed(1), content=real)
+    assert torch.equal(with_real["scene"], real["scene"]) and torch.equal(with_real["object"], real["object"])
+    assert torch.equal(with_real["motion"][:, :2], cond["motion"][:, :2])
 
 
 def test_interpolation_keeps_known_frames_tokens():

@@ -10,7 +10,8 @@ tokens of every clip. Token geometry (codebook size, map sizes, clip length) com
 Validation (held-out clips): MaskGIT prediction from the pseudo clip, decoded by the VQVAE that made the
 tokens; PSNR/SSIM of the predicted frames (those after the context) against the ground truth, beside the
 copy-last-context-frame baseline and the VQVAE's own reconstruction (the upper bound); best of
-``sample.best_of`` samples per clip. Samples: ground truth | prediction | copy-last-frame rows.
+``sample.best_of`` samples per clip. ``real_so_*``: prediction with the real clip's scene/object tokens and
+sampled motion — the part of the gap to the reconstruction that TransformerM alone leaves. Samples: ground truth | prediction | copy-last-frame rows.
 
 Output: ``<train.out_dir>/moso_transformer.pt`` (:func:`vidpred.models.moso.inference.load_transformer`).
 """
@@ -51,7 +52,7 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
 
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    res = {k: [] for k in ("pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim", "recon_psnr", "recon_ssim")}
+    res = {f"{k}_{m}": [] for k in ("pred", "copy", "recon", "real_so") for m in ("psnr", "ssim")}
     sample = {}
     for batch in batches:
         truth = torch.stack([store.clip(int(c))["frames"] for c in batch["clip"]])
@@ -69,8 +70,12 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
                 best = torch.where(better[:, None, None, None, None], frames, best)
                 best_p = torch.maximum(p, best_p)
         copy = truth[:, context - 1:context].expand_as(future)
-        recon = vqvae.decode_tokens({k: batch[k] for k in ("scene", "object", "motion")}).clamp(0, 1)
-        for name, x in (("pred", best[:, context:]), ("copy", copy), ("recon", recon[:, context:])):
+        real = {k: batch[k] for k in ("scene", "object", "motion")}
+        recon = vqvae.decode_tokens(real).clamp(0, 1)
+        real_so = vqvae.decode_tokens(predict_tokens(model, cond, given, steps, temperature, gen, token_temperature,
+                                                     content=real)).clamp(0, 1)
+        for name, x in (("pred", best[:, context:]), ("copy", copy), ("recon", recon[:, context:]),
+                        ("real_so", real_so[:, context:])):
             res[f"{name}_psnr"].append(psnr(x, future).flatten())
             res[f"{name}_ssim"].append(ssim(x, future).flatten())
         if not sample:

@@ -120,15 +120,22 @@ def _fill_motion(model, guide, motion, unknown, steps, temperature, generator, t
 
 @torch.no_grad()
 def predict_tokens(model, cond: dict, given: int, steps: int = 16, temperature: float = 4.5,
-                   generator: torch.Generator | None = None, token_temperature: float = 1.0) -> dict:
+                   generator: torch.Generator | None = None, token_temperature: float = 1.0,
+                   content: dict | None = None) -> dict:
     """Prediction: ``cond`` holds the pseudo clip's ``scene``/``object``/``motion`` token maps. New scene and
     object tokens are sampled (TransformerSO), guidance computed (TransformerG), then the motion tokens
-    of frames ≥ ``given`` sampled (TransformerM) with the first ``given`` frames kept from ``cond``."""
+    of frames ≥ ``given`` sampled (TransformerM) with the first ``given`` frames kept from ``cond``.
+    ``content`` (``scene``/``object`` maps) skips TransformerSO and uses those tokens instead — with the real
+    clip's, this isolates TransformerM (a diagnostic of where prediction error comes from)."""
     cs, co, cm = cond["scene"], cond["object"], cond["motion"]
     b = cs.shape[0]
     cs_f, co_f = cs.flatten(1), co.flatten(1)
-    unknown_so = torch.ones(b, cs_f.shape[1] + co_f.shape[1], dtype=torch.bool, device=cs.device)
-    s, o = _fill_content(model, cs_f, co_f, cs_f, co_f, unknown_so, steps, temperature, generator, token_temperature)
+    if content is None:
+        unknown_so = torch.ones(b, cs_f.shape[1] + co_f.shape[1], dtype=torch.bool, device=cs.device)
+        s, o = _fill_content(model, cs_f, co_f, cs_f, co_f, unknown_so, steps, temperature, generator,
+                             token_temperature)
+    else:
+        s, o = content["scene"].flatten(1), content["object"].flatten(1)
     guide = model.guidance(cs_f, co_f, s, o)
     m = cm.flatten(2)
     unknown = torch.zeros_like(m, dtype=torch.bool)
