@@ -11,7 +11,8 @@ Validation (held-out clips): MaskGIT prediction from the pseudo clip, decoded by
 tokens; PSNR/SSIM of the predicted frames (those after the context) against the ground truth, beside the
 copy-last-context-frame baseline and the VQVAE's own reconstruction (the upper bound); best of
 ``sample.best_of`` samples per clip. ``real_so_*``: prediction with the real clip's scene/object tokens and
-sampled motion — the part of the gap to the reconstruction that TransformerM alone leaves. Samples: ground truth | prediction | copy-last-frame rows.
+sampled motion — the part of the gap to the reconstruction that TransformerM alone leaves.
+Samples: ground truth | prediction | copy-last-frame rows.
 
 Output: ``<train.out_dir>/moso_transformer.pt`` (:func:`vidpred.models.moso.inference.load_transformer`).
 """
