@@ -24,6 +24,7 @@ from torch import nn
 
 from vidpred.config import dataclass_from_dict
 from vidpred.errors import VidpredError
+from vidpred.metrics.image import ssim as ssim_index
 from vidpred.models.moso.decoder import Decoder
 from vidpred.models.moso.encoders import ContentEncoder, MotionEncoder
 from vidpred.models.moso.quantizer import EMACodebook
@@ -168,9 +169,7 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1: float = 0
     if l2:
         loss = loss + l2 * F.mse_loss(recon, target)
     if ssim:
-        from vidpred.metrics.image import ssim as ssim_metric
-
-        loss = loss + ssim * (1 - ssim_metric(recon, target, dtype=torch.float32).mean())
+        loss = loss + ssim * (1 - ssim_index(recon, target, dtype=torch.float32).mean())
     return loss
 
 
