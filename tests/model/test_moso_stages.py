@@ -75,7 +75,8 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
 
     tr = moso_transformer.main("configs/smoke/moso-transformer.yaml",
                                TINY_TR + [f"data.tokens={tiny / 'tok'}", f"train.out_dir={tiny / 'tr'}"])
-    for k in ("pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim", "recon_ssim", "real_so_psnr", "real_so_ssim"):
+    for k in ("pred_psnr", "pred_ssim", "copy_psnr", "copy_ssim", "recon_ssim", "real_so_psnr", "real_so_ssim",
+              "copy_recon_psnr", "copy_recon_ssim"):
         assert k in tr.metrics and np.isfinite(tr.metrics[k])
     # resume: asking for 3 steps continues from the step-2 checkpoint
     tr2 = moso_transformer.main("configs/smoke/moso-transformer.yaml",

@@ -11,7 +11,9 @@ Validation (held-out clips): MaskGIT prediction from the pseudo clip, decoded by
 tokens; PSNR/SSIM of the predicted frames (those after the context) against the ground truth, beside the
 copy-last-context-frame baseline and the VQVAE's own reconstruction (the upper bound); best of
 ``sample.best_of`` samples per clip. ``real_so_*``: prediction with the real clip's scene/object tokens and
-sampled motion — the part of the gap to the reconstruction that TransformerM alone leaves.
+sampled motion — the part of the gap to the reconstruction that TransformerM alone leaves. ``copy_recon_*``:
+the pseudo clip's own tokens decoded, i.e. copy-last-frame through the tokenizer — what a model that predicts
+no change can reach; below ``copy_*`` by the VQVAE's reconstruction loss.
 Samples: ground truth | prediction | copy-last-frame rows.
 
 Output: ``<train.out_dir>/moso_transformer.pt`` (:func:`vidpred.models.moso.inference.load_transformer`).
@@ -53,7 +55,7 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
 
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    res = {f"{k}_{m}": [] for k in ("pred", "copy", "recon", "real_so") for m in ("psnr", "ssim")}
+    res = {f"{k}_{m}": [] for k in ("pred", "copy", "copy_recon", "recon", "real_so") for m in ("psnr", "ssim")}
     sample = {}
     for batch in batches:
         truth = torch.stack([store.clip(int(c))["frames"] for c in batch["clip"]])
@@ -73,10 +75,11 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
         copy = truth[:, context - 1:context].expand_as(future)
         real = {k: batch[k] for k in ("scene", "object", "motion")}
         recon = vqvae.decode_tokens(real).clamp(0, 1)
+        copy_recon = vqvae.decode_tokens(cond).clamp(0, 1)
         real_so = vqvae.decode_tokens(predict_tokens(model, cond, given, steps, temperature, gen, token_temperature,
                                                      content=real)).clamp(0, 1)
-        for name, x in (("pred", best[:, context:]), ("copy", copy), ("recon", recon[:, context:]),
-                        ("real_so", real_so[:, context:])):
+        for name, x in (("pred", best[:, context:]), ("copy", copy), ("copy_recon", copy_recon[:, context:]),
+                        ("recon", recon[:, context:]), ("real_so", real_so[:, context:])):
             res[f"{name}_psnr"].append(psnr(x, future).flatten())
             res[f"{name}_ssim"].append(ssim(x, future).flatten())
         if not sample:
