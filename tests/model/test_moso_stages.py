@@ -84,6 +84,28 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
                                            "train.max_steps=3"])
     assert tr2.train.resumed_from == 2 and tr2.train.step == 3
 
+    # best of N trials (paper §4 Metrics): per clip, the best PSNR and the best SSIM each over all trials
+    from vidpred.metrics.image import psnr, ssim
+    from vidpred.models.moso.inference import load_transformer, load_vqvae
+    from vidpred.models.moso.sampling import predict_tokens
+    from vidpred.preprocess.moso import load_moso_store
+
+    vqm, _ = load_vqvae(tiny / "vq" / "moso_vqvae.pt")
+    trm, _ = load_transformer(tiny / "tr" / "moso_transformer.pt")
+    ds = moso_tokens.TokenDataset(tiny / "tok", "test")
+    batches = [torch.utils.data.default_collate([ds[i] for i in range(len(ds))])]
+    store = load_moso_store(tiny / "moso")
+    many, _ = moso_transformer.evaluate_prediction(trm, vqm, store, batches, 2, 2, 2, 4.5, best_of=4)
+    gen = torch.Generator().manual_seed(0)
+    future = torch.stack([store.clip(int(c))["frames"] for c in batches[0]["clip"]])[:, 2:]
+    cond = {k: batches[0][f"cond_{k}"] for k in ("scene", "object", "motion")}
+    trials = [vqm.decode_tokens(predict_tokens(trm, cond, 2, 2, 4.5, gen, 1.0)).clamp(0, 1)[:, 2:] for _ in range(4)]
+    p = torch.stack([psnr(f, future).mean(1) for f in trials])
+    s = torch.stack([ssim(f, future).mean(1) for f in trials])
+    assert many["pred_psnr"] == pytest.approx(p.max(0).values.mean().item(), abs=1e-4)
+    assert many["pred_ssim"] == pytest.approx(s.max(0).values.mean().item(), abs=1e-5)
+    assert many["pred_ssim"] >= s[0].mean().item() - 1e-6  # never below a single trial
+
     runner = CliRunner()
     args = ["--vqvae", str(tiny / "vq" / "moso_vqvae.pt"), "--store", str(tiny / "moso")]
     targs = args + ["--transformer", str(tiny / "tr" / "moso_transformer.pt")]
