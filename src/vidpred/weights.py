@@ -118,14 +118,31 @@ def _where(s: WeightSpec, directory: Path) -> str:
     return f"put {s.filename} into {directory} (get it from {s.url})"
 
 
+def _pinned_sha256(url: str) -> str | None:
+    """The sha256 pinned for ``url`` in the download module's ``checksums.json`` (None when absent/unreadable)."""
+    try:
+        from vidpred.data.download import pinned_checksums
+
+        pinned = pinned_checksums().get(url)
+    except (ImportError, VidpredError):
+        return None
+    return pinned.lower() if isinstance(pinned, str) else None
+
+
 def weight_status(name: str) -> str:
-    """``"verified"`` (hash matches), ``"unverified"`` (no published hash), ``"stand-in"`` or ``"missing"``."""
+    """``"verified"`` (hash matches), ``"unverified"`` (no published hash), ``"stand-in"`` or ``"missing"``.
+
+    A file without a published hash (I3D) is ``"verified"`` when its sha256 equals the one pinned for its
+    URL in the download module's ``checksums.json`` (recorded when :func:`weight_path` downloaded it), and
+    ``"unverified"`` otherwise (no pin, or a file that is not the downloaded one, e.g. a test's stand-in).
+    """
     s = spec(name)
     path = cache_dir() / s.filename
     if not path.is_file():
         return "missing"
     if s.sha256 is None and s.hash_prefix is None:
-        return "unverified"
+        pinned = _pinned_sha256(s.url)
+        return "verified" if pinned is not None and _sha256(path) == pinned else "unverified"
     return "verified" if _matches(s, path) else "stand-in"
 
 

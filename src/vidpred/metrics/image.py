@@ -1,9 +1,19 @@
-"""Per-image PSNR and SSIM in torch, batched over any leading dimensions.
+"""Per-image PSNR, SSIM, MSE and L1 in torch, batched over any leading dimensions.
 
-One convention for every method we evaluate (see IMPLEMENTATION-NOTES: SSIM differs between libraries):
+One convention for every method we evaluate (see IMPLEMENTATION-NOTES: SSIM differs between libraries;
+the whole convention is written down in ``docs/METRICS.md``):
 
 * inputs are float tensors N×C×H×W or N×T×C×H×W with values in ``[0, data_range]``;
-* results are one value per image: shape N or N×T;
+* results are one value per image: shape N or N×T, in the prediction's dtype (computed in float64);
+* PSNR is ``10·log10(data_range² / MSE)`` capped at :data:`PSNR_CAP_DB` = 80 dB. A perfect (or
+  near-perfect) frame therefore scores 80 dB instead of ``inf``: it stays in every mean instead of being
+  dropped, which would bias the mean against exactly the methods (copy-last on static scenes) that get
+  frames right. 80 dB is the limit of piqa's ``psnr`` (MOSO's metric library) with its ``epsilon=1e-8``
+  on ``[0, 1]`` images: ``10·log10(1 / 1e-8)``. We apply the cap as a hard ``min`` rather than adding the
+  epsilon to the MSE, so every value below the cap is exactly scikit-image's
+  ``peak_signal_noise_ratio`` (a test checks both);
+* MSE and L1 are the mean squared / absolute error over the pixels and channels of each image, in the
+  units of the input (``[0, 1]`` for every reported number);
 * SSIM is Wang et al. (2004) with an 11×11 Gaussian window (σ = 1.5), K1 = 0.01, K2 = 0.03, population
   (not sample) covariances, averaged over the "valid" region (pixels whose window fits in the image) and
   over channels — the same numbers as ``skimage.metrics.structural_similarity(..., gaussian_weights=True,
@@ -24,6 +34,7 @@ WINDOW = 11
 SIGMA = 1.5
 K1 = 0.01
 K2 = 0.03
+PSNR_CAP_DB = 80.0  # = piqa's psnr limit with epsilon 1e-8 on [0, 1]: 10·log10(1 / 1e-8); see the module docstring
 
 
 def check_pair(pred: torch.Tensor, target: torch.Tensor, what: str) -> None:
@@ -40,11 +51,31 @@ def check_pair(pred: torch.Tensor, target: torch.Tensor, what: str) -> None:
         raise VidpredError(f"{what}: the {bad} contains NaN or infinite values")
 
 
+def _per_image_mean(err: torch.Tensor) -> torch.Tensor:
+    """Mean over the last three dimensions (C, H, W): one value per image."""
+    return err.flatten(-3).mean(-1)
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image (over channels and pixels), computed in float64."""
+    check_pair(pred, target, "mse")
+    return _per_image_mean((pred.double() - target.double()).pow(2)).to(pred.dtype)
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image (over channels and pixels), computed in float64."""
+    check_pair(pred, target, "l1")
+    return _per_image_mean((pred.double() - target.double()).abs()).to(pred.dtype)
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per image (``inf`` for identical images)."""
+    """Peak signal-to-noise ratio in dB per image, capped at :data:`PSNR_CAP_DB` (identical images → 80 dB).
+
+    Below the cap this is exactly ``10·log10(data_range² / MSE)`` (scikit-image's value)."""
     check_pair(pred, target, "psnr")
-    mse = (pred.double() - target.double()).pow(2).flatten(-3).mean(-1)
-    return (10.0 * torch.log10(data_range**2 / mse)).to(pred.dtype)
+    err = _per_image_mean((pred.double() - target.double()).pow(2))
+    value = 10.0 * torch.log10(data_range**2 / err)  # inf where err == 0: the cap (a hard min) replaces it
+    return value.clamp(max=PSNR_CAP_DB).to(pred.dtype)
 
 
 def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -80,4 +111,4 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
     return s.flatten(1).mean(1).reshape(lead).to(pred.dtype)
 
 
-__all__ = ["psnr", "ssim", "check_pair"]
+__all__ = ["PSNR_CAP_DB", "psnr", "ssim", "mse", "l1", "check_pair"]
