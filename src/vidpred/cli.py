@@ -119,6 +119,17 @@ def compile_(
     typer.echo(f"wrote {path}")
 
 
+@app.command("report")
+def report(
+    run: str = typer.Option(..., "--run", help="Id of the pipeline's parent MLflow run (its evaluation runs are reported)."),
+    out: Path = typer.Option(..., help="Output directory for report.md, report.html and images/ (written atomically)."),
+):
+    """Write the reproduction report (Markdown + standalone HTML, papers' numbers beside ours) and log it to the run."""
+    from vidpred.evaluate.report import write_report
+
+    typer.echo(write_report(run, out).describe())
+
+
 ConfigOpt = typer.Option(..., "--config", help="YAML config file or a name under configs/ (e.g. smoke/corrwise).")
 
 
