@@ -2,7 +2,8 @@
 
 ``train_landmarks``: autoencoder pretraining on a clip store → a Model artifact holding ``landmarks.pt``,
 checkpoints and samples; the keypoint accuracy (if the store has centre ground truth) goes into the
-artifact metadata. ``train_landmark_dynamics``: the LSTM on top of it → ``dynamics.pt`` and a rollout GIF.
+artifact metadata. ``train_landmark_dynamics``: the LSTM on top of it → ``dynamics.pt`` (with a copy of
+``landmarks.pt``, so the artifact is the whole predictor) and a rollout GIF.
 MLflow nesting via ``vidpred.orchestrate.run_training_stage``; GPU scheduling is set by the pipeline.
 """
 
@@ -41,6 +42,10 @@ def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmark
         list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
                            f"model.autoencoder={landmarks.path}/landmarks.pt"],
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+    import shutil
+
+    # the model artifact is the whole predictor: the autoencoder next to the LSTM (vidpred.evaluate)
+    shutil.copy2(f"{landmarks.path}/landmarks.pt", f"{model.path}/landmarks.pt")
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
     print(result.describe())

@@ -2,8 +2,8 @@
 
 ``train_moso_vqvae``: MOSO-VQVAE on a MOSO store → a Model artifact holding ``moso_vqvae.pt``, checkpoints
 and reconstruction samples. ``moso_tokens``: the token set (real and pseudo-clip tokens, codebook version).
-``train_moso_transformer``: MOSO-Transformer on the token set → ``moso_transformer.pt`` and prediction
-samples; held-out PSNR/SSIM of the prediction and of the copy-last-frame baseline go into the metadata.
+``train_moso_transformer``: MOSO-Transformer on the token set → ``moso_transformer.pt`` (with a copy of the
+VQVAE, so the artifact is the whole predictor) and prediction samples; held-out PSNR/SSIM of the prediction and of the copy-last-frame baseline go into the metadata.
 MLflow nesting via ``vidpred.orchestrate``; GPU scheduling is set by the pipeline.
 """
 
@@ -60,6 +60,10 @@ def train_moso_transformer(config: str, moso: dsl.Input[dsl.Dataset], vqvae: dsl
         list(overrides) + [f"data.tokens={tokens.path}", f"data.moso_store={moso.path}",
                            f"vqvae={vqvae.path}/moso_vqvae.pt", f"train.out_dir={model.path}"],
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+    import shutil
+
+    # the model artifact is the whole predictor: the tokenizer next to the transformer (vidpred.evaluate)
+    shutil.copy2(f"{vqvae.path}/moso_vqvae.pt", f"{model.path}/moso_vqvae.pt")
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
     print(result.describe())

@@ -2,7 +2,10 @@
 
 Training stages come from the profile's ``stages`` section — one entry per stage (``corrwise``, ``toycar``, …)
 with the stage's ``config`` (a file under ``configs/``) and ``overrides`` (``key=value`` strings); a stage
-that is absent or has ``enabled: false`` is left out.
+that is absent or has ``enabled: false`` is left out. A training stage with an ``evaluate`` section
+(``protocol`` of ``configs/protocols.yaml``, ``track`` name, ``baselines``, ``overrides``, ``device``) is followed
+by an ``evaluate_<track>`` task that scores its model and the baselines on the protocol's held-out clips; after
+all of them, ``make_report`` writes the run's report (``report.enabled: false`` leaves it out).
 
 :func:`build_pipeline` turns a profile config (``configs/<profile>/pipeline.yaml``) into a ``@dsl.pipeline``
 function. Profile values are compiled into the tasks' arguments; only what changes per run is a pipeline
@@ -28,11 +31,16 @@ from kfp import dsl, kubernetes
 
 from components import preprocess_moso, prepare_data, validate_data
 from components.corrwise import toycar_experiment, train_corrwise
+from components.evaluate import evaluate_track, make_report
 from components.landmarks import train_landmark_dynamics, train_landmarks
 from components.moso import moso_tokens, train_moso_transformer, train_moso_vqvae
 from vidpred.config import load_config
 from components.common import with_image
 from vidpred.errors import VidpredError
+
+# training stage → the vidpred.evaluate method that scores its model
+EVALUATED_METHOD = {"corrwise": "corrwise", "moso_transformer": "moso", "landmarks": "landmarks",
+                    "landmark_dynamics": "landmarks"}
 
 RESOURCE_SETTERS = {
     "cpu_request": "set_cpu_request",
@@ -129,6 +137,28 @@ def check_profile(cfg) -> None:
         if not isinstance(section, dict):
             raise VidpredError(f"profile {cfg.path}: 'stages.{name}' must be a mapping, got {section!r}")
         need(f"stages.{name}.overrides", list, optional=True)
+        ev = section.get("evaluate")
+        if ev is None:
+            continue
+        if name not in EVALUATED_METHOD:
+            raise VidpredError(f"profile {cfg.path}: 'stages.{name}.evaluate': stage {name} has no evaluation "
+                               f"(evaluated stages: {', '.join(EVALUATED_METHOD)})")
+        need(f"stages.{name}.evaluate", dict)
+        need(f"stages.{name}.evaluate.protocol", str)
+        need(f"stages.{name}.evaluate.track", str, optional=True)
+        need(f"stages.{name}.evaluate.baselines", list, optional=True)
+        need(f"stages.{name}.evaluate.overrides", list, optional=True)
+        unknown = sorted(set(ev) - {"protocol", "track", "baselines", "overrides", "device"})
+        if unknown:
+            raise VidpredError(f"profile {cfg.path}: 'stages.{name}.evaluate': unknown key(s) {', '.join(unknown)}")
+        from vidpred.evaluate.predictors import BASELINES
+        from vidpred.evaluate.protocols import get_protocol
+
+        get_protocol(ev["protocol"], [str(o) for o in ev.get("overrides", [])])  # unknown protocol/key: error now
+        bad = [b for b in ev.get("baselines", []) if b not in BASELINES]
+        if bad:
+            raise VidpredError(f"profile {cfg.path}: 'stages.{name}.evaluate.baselines': unknown {bad} "
+                               f"(known: {', '.join(BASELINES)})")
 
 
 def build_pipeline(cfg):
@@ -144,6 +174,7 @@ def build_pipeline(cfg):
     dynamics_op = with_image(train_landmark_dynamics, image)
     vqvae_op, tokens_op = with_image(train_moso_vqvae, image), with_image(moso_tokens, image)
     transformer_op = with_image(train_moso_transformer, image)
+    evaluate_op, report_op = with_image(evaluate_track, image), with_image(make_report, image)
     options = json.dumps(_plain(cfg.get("data.options", None)), sort_keys=True)
 
     def stage(name: str) -> dict:
@@ -154,9 +185,23 @@ def build_pipeline(cfg):
     def overrides(name: str) -> list:
         return [str(o) for o in stage(name).get("overrides", [])]
 
+    def evaluate(evaluations: list, name: str, model, store, md5, run: dict) -> None:
+        """The ``evaluate_<track>`` task after training stage ``name`` (if its section asks for one)."""
+        ev = _plain(stage(name).get("evaluate"))
+        if not ev:
+            return
+        track = str(ev.get("track", name))
+        task = evaluate_op(store=store, model=model, track=track, protocol=ev["protocol"],
+                           method=EVALUATED_METHOD[name], baselines=[str(b) for b in ev.get("baselines", [])],
+                           overrides=[str(o) for o in ev.get("overrides", [])], device=str(ev.get("device", "auto")),
+                           data_md5=md5, **run)
+        configure(task, cfg, f"evaluate_{track}").set_display_name(f"evaluate-{track}")
+        evaluations.append(task)
+
     @dsl.pipeline(name=cfg["pipeline.name"], description=cfg.get("pipeline.description", ""))
     def reproduce(tracking_uri: str = "", parent_run_id: str = "") -> str:
         run = {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
+        evaluations: list = []  # evaluate_<track> tasks; the report runs after all of them
 
         prep = prepare_op(dataset=cfg["data.dataset"], source=cfg.get("data.source", None) or "",
                           size=cfg["data.size"], clip_len=cfg["data.clip_len"], options_json=options, **run)
@@ -184,11 +229,13 @@ def build_pipeline(cfg):
                                     vqvae=vq.outputs["model"], tokens=tok.outputs["tokens"], data_md5=md5,
                                     overrides=overrides("moso_transformer"), **run)
                 configure(tr, cfg, "train_moso_transformer")
+                evaluate(evaluations, "moso_transformer", tr.outputs["model"], store, md5, run)
 
         if stage("corrwise"):  # CorrWise predictor on the clip store
             corr = corrwise_op(config=stage("corrwise")["config"], store=store, data_md5=md5,
                                overrides=overrides("corrwise"), **run)
             configure(corr, cfg, "train_corrwise").after(gate)
+            evaluate(evaluations, "corrwise", corr.outputs["model"], store, md5, run)
         if stage("toycar"):  # CorrWise Fig. 2: needs no dataset
             toy = toycar_op(loss=stage("toycar").get("loss", "l1"), mode=stage("toycar").get("mode", "corrwise"),
                             overrides=overrides("toycar"), **run)
@@ -198,11 +245,17 @@ def build_pipeline(cfg):
             lm = landmarks_op(config=stage("landmarks")["config"], store=store, data_md5=md5,
                               overrides=overrides("landmarks"), **run)
             configure(lm, cfg, "train_landmarks").after(gate)
+            evaluate(evaluations, "landmarks", lm.outputs["model"], store, md5, run)
             if stage("landmark_dynamics"):
                 dyn = dynamics_op(config=stage("landmark_dynamics")["config"], store=store,
                                   landmarks=lm.outputs["model"], data_md5=md5,
                                   overrides=overrides("landmark_dynamics"), **run)
                 configure(dyn, cfg, "train_landmark_dynamics")
+                evaluate(evaluations, "landmark_dynamics", dyn.outputs["model"], store, md5, run)
+
+        if evaluations and cfg.get("report.enabled", True):  # one report of the run, after every evaluation
+            rep = report_op(**run)
+            configure(rep, cfg, "make_report").after(*evaluations)
 
         return md5
 

@@ -130,6 +130,50 @@ def report(
     typer.echo(write_report(run, out).describe())
 
 
+@app.command("evaluate")
+def evaluate(
+    store: Path = typer.Option(..., help="Clip store to evaluate on (`vidpred data prepare`)."),
+    method: str = typer.Option(..., help="copy-last, linear, corrwise, moso or landmarks."),
+    out: Path = typer.Option(..., help="Output folder: metrics.json, per_clip.csv, per_frame.png, samples.png."),
+    model: Optional[str] = typer.Option(None, help="Trained model: file, folder, or MLflow URI (runs:/<id>/model)."),
+    protocol: Optional[str] = typer.Option(None, help="A protocol of configs/protocols.yaml (e.g. shapes-corrwise); "
+                                           "--context/--horizon/--samples/--split/--metrics/--clips override it."),
+    context: Optional[int] = typer.Option(None, help="Context frames K."),
+    horizon: Optional[int] = typer.Option(None, help="Predicted frames H."),
+    samples: Optional[int] = typer.Option(None, help="Trials per clip for stochastic methods (best of N per metric)."),
+    split: Optional[str] = typer.Option(None, help="test (default), val, train or all."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated: psnr,ssim,lpips,mse,l1,fvd (default psnr,ssim,lpips,mse,l1)."),
+    clips: Optional[int] = typer.Option(None, help="Number of clips drawn (seeded); default all windows."),
+    seed: int = typer.Option(0, help="Seed of the clip choice and of sampling."),
+    track: Optional[str] = typer.Option(None, help="Track name in MLflow and the report (default: the protocol)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(8, help="Clips per forward pass."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log an MLflow run evaluate/<track>/<method>."),
+):
+    """Score a method or baseline on held-out clips: K context frames → H predicted frames, one metric convention."""
+    from vidpred.evaluate.benchmark import evaluate_one
+    from vidpred.evaluate.protocols import adhoc_protocol, get_protocol
+
+    wanted = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if protocol:
+        overrides = [f"{k}={v}" for k, v in (("context", context), ("horizon", horizon), ("samples", samples),
+                                              ("split", split), ("clips.count", clips),
+                                              ("clips.seed", seed or None)) if v is not None]
+        if wanted:
+            overrides.append("metrics=[" + ",".join(wanted) + "]")
+        if samples is not None and samples > 1:
+            overrides.append("best_of=per_metric")
+        spec = get_protocol(protocol, overrides)
+    else:
+        if context is None or horizon is None:
+            raise VidpredError("give --context and --horizon, or --protocol NAME")
+        spec = adhoc_protocol(context, horizon, split or "test", wanted or ("psnr", "ssim", "lpips", "mse", "l1"),
+                              samples or 1, clips, seed)
+    result = evaluate_one(store, method, spec, out, model=model, track=track, required_metrics=wanted or (),
+                          device=device, batch_size=batch_size, log_mlflow=mlflow)
+    typer.echo(result.describe())
+
+
 ConfigOpt = typer.Option(..., "--config", help="YAML config file or a name under configs/ (e.g. smoke/corrwise).")
 
 

@@ -15,7 +15,8 @@ Config sections (every number's provenance is in the YAML):
   :class:`vidpred.train.loop.LoopSettings` fields, ``out_dir``.
 
 The shared loop (``vidpred.train.loop``) does checkpoints/resume, progress, MLflow metrics, the sample
-grid (context | prediction | warped prediction | target) and logs the model.
+grid (context | prediction | warped prediction | target) and logs the model; the trained predictor is also
+written to ``<train.out_dir>/predictor.pt`` (:func:`load_predictor_file`, used by ``vidpred evaluate``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,27 @@ from vidpred.errors import VidpredError
 from vidpred.losses.corrwise import CorrWiseLoss, make_base_loss
 from vidpred.models.flow import make_flow
 from vidpred.models.predictor import Predictor, PredictorConfig
+from vidpred.models.files import load_model_file, save_model_file
 from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+
+MODEL_FILE = "predictor.pt"
+PREDICTOR_KIND = "vidpred-corrwise-predictor/1"
+
+
+def save_predictor_file(model: Predictor, path: Path, **extra) -> Path:
+    """``predictor.pt``: the trained predictor (config + weights; it works in [-1, 1])."""
+    from dataclasses import asdict
+
+    return save_model_file(path, PREDICTOR_KIND, asdict(model.cfg), model.state_dict(), value_range=[-1.0, 1.0],
+                           **extra)
+
+
+def load_predictor_file(path) -> Predictor:
+    """The predictor of a ``predictor.pt`` (eval mode, CPU); one clear error for a missing or foreign file."""
+    blob = load_model_file(path, PREDICTOR_KIND, "corrwise model", "train it with `vidpred train corrwise`")
+    net = Predictor(PredictorConfig(**blob["config"]))
+    net.load_state_dict(blob["state_dict"])
+    return net.eval()
 
 
 def build_loss(cfg: Config) -> CorrWiseLoss:
@@ -130,4 +151,7 @@ def main(config: str | Path, overrides=(), progress: bool = True) -> TrainResult
     task = CorrWiseTask(cfg, steps_per_epoch)
     settings.progress = settings.progress and progress
     with stage_logging("corrwise", cfg, out_dir) as log:
-        return run_training(task, epoch_batches(dataset, bs, seed=settings.seed), settings, log)
+        result = run_training(task, epoch_batches(dataset, bs, seed=settings.seed), settings, log)
+    save_predictor_file(task.model, out_dir / MODEL_FILE, steps=result.step, task=kind,
+                        loss=f"{cfg.get('loss.base', 'l1')} {cfg.get('loss.mode', 'corrwise')}")
+    return result
