@@ -41,12 +41,42 @@ def test_folder_source_order_and_stable_split(mixed_folder):
     root = src.fetch(str(mixed_folder), None, {})
     vids = list(src.iter_videos(root, {}))
     assert [v.video_id for v in vids] == ["broken.mp4", "sub/frames", "sub/small.AVI", "tall.mkv", "wide.mp4"]
-    for v in vids:
-        assert v.split == ("test" if hash_fraction(v.video_id) < 0.2 else "train")
+    for v in vids:  # defaults: test below 0.2, val in [0.2, 0.3), train above
+        h = hash_fraction(v.video_id)
+        assert v.split == ("test" if h < 0.2 else "val" if h < 0.3 else "train")
+    assert [v.split for v in vids] == ["train", "train", "val", "train", "train"]  # small.AVI: h = 0.239
     everything = list(src.iter_videos(root, {"test_fraction": 1.0}))
     assert {v.split for v in everything} == {"test"}
     with pytest.raises(VidpredError, match="test_fraction"):
         list(src.iter_videos(root, {"test_fraction": 2}))
+    with pytest.raises(VidpredError, match="val_fraction must be a number in"):
+        list(src.iter_videos(root, {"val_fraction": -0.1}))
+    with pytest.raises(VidpredError, match=r"test_fraction \+ val_fraction must be ≤ 1"):
+        list(src.iter_videos(root, {"test_fraction": 0.5, "val_fraction": 0.6}))
+
+
+def test_folder_val_split_is_stable(tmp_path):
+    # splits come from the paths only, so empty files named like videos are enough (nothing is decoded)
+    full, part = tmp_path / "full", tmp_path / "part"
+    full.mkdir(), part.mkdir()
+    names = [f"clip{i:03d}.mp4" for i in range(300)]
+    for i, name in enumerate(names):
+        (full / name).touch()
+        if i % 3 == 0:
+            (part / name).touch()
+    src = get_source("folder")
+    splits = {v.video_id: v.split for v in src.iter_videos(full, {})}
+    counts = {s: list(splits.values()).count(s) for s in ("train", "val", "test")}
+    assert 0.05 < counts["val"] / 300 < 0.15 and 0.13 < counts["test"] / 300 < 0.27  # ~0.1 and ~0.2
+    # a video's split does not depend on which other files exist
+    assert {v.video_id: v.split for v in src.iter_videos(part, {})} == {n: splits[n] for n in names[::3]}
+    # val is carved out of train only: the test videos are those of the old two-way split
+    two_way = {v.video_id: v.split for v in src.iter_videos(full, {"val_fraction": 0})}
+    assert set(two_way.values()) == {"train", "test"}
+    assert {n for n, s in two_way.items() if s == "test"} == {n for n, s in splits.items() if s == "test"}
+    assert all(two_way[n] == "train" for n, s in splits.items() if s == "val")
+    bigger = {v.video_id: v.split for v in src.iter_videos(full, {"val_fraction": 0.3})}
+    assert {n for n, s in splits.items() if s == "val"} < {n for n, s in bigger.items() if s == "val"}
 
 
 def test_folder_source_split_subfolders(tmp_path):
@@ -56,6 +86,16 @@ def test_folder_source_split_subfolders(tmp_path):
     write_video(tmp_path / "loose.avi", moving_square(3, 32, 32, side=8), codec="MJPG")
     vids = list(get_source("folder").iter_videos(tmp_path, {}))
     assert [(v.video_id, v.split) for v in vids] == [("test/test.avi", "test"), ("train/train.avi", "train")]
+    # without a val/ subfolder, train/ videos whose hash is below val_fraction become val (test/ never)
+    assert hash_fraction("train/train.avi") > 0.9 and hash_fraction("test/test.avi") < 0.95
+    vids = list(get_source("folder").iter_videos(tmp_path, {"val_fraction": 0.95}))
+    assert [(v.video_id, v.split) for v in vids] == [("test/test.avi", "test"), ("train/train.avi", "val")]
+    # a val/ subfolder decides by itself: val_fraction no longer moves train/ videos
+    (tmp_path / "val").mkdir()
+    write_video(tmp_path / "val" / "v.avi", moving_square(3, 32, 32, side=8), codec="MJPG")
+    vids = list(get_source("folder").iter_videos(tmp_path, {"val_fraction": 0.95}))
+    assert [(v.video_id, v.split) for v in vids] == [
+        ("test/test.avi", "test"), ("train/train.avi", "train"), ("val/v.avi", "val")]
 
 
 def test_prepare_mixed_folder_keeps_good_rejects_broken(mixed_folder, tmp_path, capsys):

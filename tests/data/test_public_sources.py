@@ -211,6 +211,46 @@ def test_bair_tar_of_tfrecords(tmp_path):
     assert [v.video_id for v in capped] == [v.video_id for v in videos[:3]] + ["test-traj_0_to_255-000"]
 
 
+def test_bair_val_count_carves_the_last_train_records(tmp_path):
+    from vidpred.data.sources.bair import count_records
+
+    data = tmp_path / "softmotion30_44k"
+    (data / "train").mkdir(parents=True)
+    (data / "test").mkdir()
+    early = _write_bair(data / "train" / "traj_0_to_255.tfrecords", 3, n_frames=2, size=8)
+    late = _write_bair(data / "train" / "traj_256_to_511.tfrecords", 2, n_frames=2, size=8)
+    test = _write_bair(data / "test" / "traj_0_to_255.tfrecords", 1, n_frames=2, size=8)
+    assert count_records(data / "train" / "traj_0_to_255.tfrecords") == 3
+    src = get_source("bair")
+    layout = {"num_frames": 2, "image_size": 8}
+    old = list(src.iter_videos(tmp_path, layout))
+    videos = list(src.iter_videos(tmp_path, {**layout, "val_count": 3}))
+    # the last 3 train records (in file order) are val and keep the id of the file they come from
+    assert [(v.video_id, v.split) for v in videos] == [
+        ("train-traj_0_to_255-000", "train"), ("train-traj_0_to_255-001", "train"),
+        ("train-traj_0_to_255-002", "val"), ("train-traj_256_to_511-000", "val"),
+        ("train-traj_256_to_511-001", "val"), ("test-traj_0_to_255-000", "test")]
+    for v, clip in zip(videos, early + late + test):
+        np.testing.assert_array_equal(v.frames, clip)
+    # deterministic, test untouched, and the old train list is exactly train + val
+    assert [v.video_id for v in videos] == [v.video_id for v in src.iter_videos(tmp_path, {**layout, "val_count": 3})]
+    assert [v.video_id for v in old if v.split == "test"] == [v.video_id for v in videos if v.split == "test"]
+    assert sorted(v.video_id for v in old if v.split == "train") == sorted(
+        v.video_id for v in videos if v.split in ("train", "val"))
+    # max_videos caps each split from its start; splits picks them
+    capped = list(src.iter_videos(tmp_path, {**layout, "val_count": 3, "max_videos": 1}))
+    assert [(v.video_id, v.split) for v in capped] == [
+        ("train-traj_0_to_255-000", "train"), ("train-traj_0_to_255-002", "val"), ("test-traj_0_to_255-000", "test")]
+    only_val = list(src.iter_videos(tmp_path, {**layout, "val_count": 1, "splits": ["val"]}))
+    assert [(v.video_id, v.split) for v in only_val] == [("train-traj_256_to_511-001", "val")]
+    with pytest.raises(VidpredError, match="val_count=5 must be smaller than the 5 BAIR train records"):
+        list(src.iter_videos(tmp_path, {**layout, "val_count": 5}))
+    with pytest.raises(VidpredError, match="publishes no val split; set val_count"):
+        list(src.iter_videos(tmp_path, {**layout, "splits": ["train", "val"]}))
+    with pytest.raises(VidpredError, match="val_count must be a non-negative integer"):
+        list(src.iter_videos(tmp_path, {**layout, "val_count": -1}))
+
+
 def test_bair_truncated_tfrecord_names_file(tmp_path):
     (tmp_path / "train").mkdir()
     path = tmp_path / "train" / "traj_0_to_255.tfrecords"
@@ -221,6 +261,8 @@ def test_bair_truncated_tfrecord_names_file(tmp_path):
         list(src.iter_videos(tmp_path, {}))
     with pytest.raises(VidpredError, match="expected 32x32x3"):
         list(src.iter_videos(tmp_path, {"image_size": 32}))
+    with pytest.raises(VidpredError, match=r"traj_0_to_255\.tfrecords: record 1 is truncated"):
+        list(src.iter_videos(tmp_path, {"val_count": 1}))  # counting the records finds it before reading
 
 
 # --------------------------------------------------------------------------------------- Moving MNIST

@@ -92,3 +92,55 @@ def test_same_seed_gives_byte_identical_store(tmp_path):
                 cache_dir=tmp_path / "c")
     assert _digest(a.store) == _digest(b.store)
     assert _digest(a.store) != _digest(c.store)
+
+
+def test_val_split_is_deterministic_and_leaves_train_and_test_unchanged(tmp_path):
+    src = get_source("shapes")
+    base = {"num_videos": 2, "num_test": 1, "num_frames": 4, "size": 16}
+    old = list(src.iter_videos(None, base))
+    new = list(src.iter_videos(None, {**base, "num_val": 2}))
+    assert [(v.video_id, v.split) for v in new] == [
+        ("train-00000", "train"), ("train-00001", "train"), ("val-00000", "val"), ("val-00001", "val"),
+        ("test-00000", "test")]
+    kept = [v for v in new if v.split != "val"]
+    assert [v.video_id for v in kept] == [v.video_id for v in old]
+    for a, b in zip(old, kept):  # asking for val changes no train/test video
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.ground_truth["centers"], b.ground_truth["centers"])
+    val = [v for v in new if v.split == "val"]
+    again = [v for v in src.iter_videos(None, {**base, "num_val": 2}) if v.split == "val"]
+    for a, b in zip(val, again):  # deterministic
+        np.testing.assert_array_equal(a.frames, b.frames)
+    for v in val:  # new videos, not copies of train/test ones
+        assert all(not np.array_equal(v.frames, o.frames) for o in old)
+    assert val[0].meta["seed"] == [0, 2, 0]
+    with pytest.raises(VidpredError, match="num_val must be an integer ≥ 0"):
+        list(src.iter_videos(None, {**base, "num_val": -1}))
+
+    # num_val=0 (the default) writes the same frames and manifest as a store made before val existed
+    opts = {"num_videos": 2, "num_test": 1, "num_frames": 6, "num_objects": 1}
+    a = prepare("shapes", tmp_path / "a", size=16, clip_len=4, options=opts, cache_dir=tmp_path / "c").store
+    b = prepare("shapes", tmp_path / "b", size=16, clip_len=4, options={**opts, "num_val": 0},
+                cache_dir=tmp_path / "c").store
+    for rel in ["manifest.parquet", "shards/shard-00000.npy", "gt/shard-00000.npz", "preview.png"]:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    c = prepare("shapes", tmp_path / "v", size=16, clip_len=4, options={**opts, "num_val": 1},
+                cache_dir=tmp_path / "c")
+    assert c.videos == {"train": 2, "val": 1, "test": 1}
+
+
+def test_toycar_val_videos_leave_train_and_test_unchanged():
+    src = get_source("toycar")
+    base = {"num_videos": 4, "frames": 3, "size": 16}
+    old = list(src.iter_videos(None, base))
+    new = list(src.iter_videos(None, {**base, "num_val": 2}))
+    assert [v.split for v in old] == ["train", "train", "train", "test"]
+    assert [(v.video_id, v.split) for v in new[4:]] == [("toycar-val-0000", "val"), ("toycar-val-0001", "val")]
+    for a, b in zip(old, new[:4]):
+        assert a.video_id == b.video_id and a.split == b.split
+        np.testing.assert_array_equal(a.frames, b.frames)
+    more = list(src.iter_videos(None, {**base, "num_videos": 8, "num_val": 2}))
+    for a, b in zip(new[4:], more[8:]):  # val does not depend on num_videos
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.ground_truth["centers"], b.ground_truth["centers"])
+    assert not any(np.array_equal(new[4].frames, v.frames) for v in more[:8])

@@ -112,6 +112,28 @@ def test_test_fraction_out_of_range_and_unknown_split(tmp_path):
     assert "split in" in validate_store(store2).gate("splits").problems[0]
 
 
+def test_val_split_is_accepted_and_its_share_checked(tmp_path, good):
+    res = validate_store(good, report_dir=tmp_path / "rep")  # 6 train, 1 val (12.5 %), 1 test
+    checks = [r["expectation_config"]["meta"]["check"] for r in res.gx_result["results"]]
+    assert "val fraction within [0.01, 0.5]" in checks and res.gate("splits").success
+    assert not any("no val split" in n for n in res.gate("splits").notes)
+    # val bigger than half the store
+    res = validate_store(make_store(tmp_path / "big", splits=("train", "train", "val", "val", "val", "val")))
+    assert failed(res) == {"splits"}
+    problems = "\n".join(res.gate("splits").problems)
+    assert "val fraction within [0.01, 0.5]: observed 0.6667" in problems
+    # val and test each fine on their own, but together they leave train less than half the videos
+    res = validate_store(make_store(tmp_path / "held", splits=("train",) * 4 + ("val",) * 3 + ("test",) * 3))
+    assert failed(res) == {"splits"}
+    assert "train fraction >= 0.5" in res.gate("splits").problems[0] and "0.4" in res.gate("splits").problems[0]
+    # a sliver of val (1 video in 120, 0.8 %) is too small to tune on
+    res = validate_store(make_store(tmp_path / "tiny", splits=("train",) * 109 + ("val",) + ("test",) * 10))
+    assert failed(res) == {"splits"} and "val fraction" in res.gate("splits").problems[0]
+    # no val split: passes, with a note
+    res = validate_store(make_store(tmp_path / "noval", splits=("train",) * 6 + ("test",)))
+    assert res.success and any("no val split" in n for n in res.gate("splits").notes)
+
+
 def test_missing_and_short_shards_fail_shards(tmp_path):
     store = make_store(tmp_path / "s")  # 8 videos × 6 frames, shard_frames=16 → several shards
     (store / "shards" / "shard-00001.npy").unlink()

@@ -1,5 +1,6 @@
 """Landmark training stages end to end on a tiny synthetic store (created here): pretraining with
-keypoint validation, dynamics with a rollout GIF, the `vidpred landmarks` commands, and bad inputs.
+keypoint validation on the val split, dynamics with a rollout GIF, the `vidpred landmarks` commands, and bad
+inputs (a store without val).
 No pretrained weights are needed (perceptual loss off, as in the smoke config)."""
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ TINY = ["model.num_landmarks=4", "model.image_size=32", "model.pose_channels=4",
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    """A 32-px shapes store: 3 train + 2 test videos of 12 frames, with centre ground truth."""
+    """A 32-px shapes store: 3 train + 1 val + 2 test videos of 12 frames, with centre ground truth."""
     from vidpred.data.sources.shapes import SOURCE
     from vidpred.data.store import StoreWriter
 
     out = tmp_path_factory.mktemp("lm") / "shapes"
-    opts = dict(num_videos=3, num_test=2, num_frames=12, num_objects=2, size=32)
+    opts = dict(num_videos=3, num_val=1, num_test=2, num_frames=12, num_objects=2, size=32)
     with StoreWriter(out, {"dataset": "shapes", "size": 32, "clip_len": 8, "options": opts}) as w:
         for v in SOURCE.iter_videos(Path("."), opts):
             w.add(v.video_id, v.split, v.frames, v.fps, v.source, v.ground_truth)
@@ -50,7 +51,9 @@ def test_pretraining_writes_model_samples_and_keypoint_accuracy(trained):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if "val/keypoint_accuracy" in r]
     assert val and 0.0 <= val[-1]["val/keypoint_accuracy"] <= 1.0
-    assert 0.0 <= res.keypoints.accuracy <= 1.0 and res.keypoints.test_frames == 24
+    # fitted on the 36 train frames, scored on the 12 frames of the one val video (test has 24)
+    assert 0.0 <= res.keypoints.accuracy <= 1.0 and res.keypoints.test_frames == 12
+    assert res.keypoints.train_frames == 32  # eval.max_frames
     assert np.isfinite([r["train/mse"] for r in rows if "train/mse" in r]).all()
     assert list((out / "samples" / "reconstructions").glob("step-000003.png"))
     assert "keypoint accuracy" in res.describe()
@@ -108,6 +111,54 @@ def test_corrupt_model_file_is_a_one_line_error(tmp_path):
     torch.save({"kind": "something-else"}, bad)
     with pytest.raises(VidpredError, match="landmarks.pt"):
         load_autoencoder(bad)
+
+
+def _shapes_store(out: Path, ground_truth: bool = True, **opts) -> Path:
+    from vidpred.data.sources.shapes import SOURCE
+    from vidpred.data.store import StoreWriter
+
+    with StoreWriter(out, {"dataset": "shapes", "size": 32, "clip_len": 8, "options": opts}) as w:
+        for v in SOURCE.iter_videos(Path("."), {**opts, "size": 32}):
+            w.add(v.video_id, v.split, v.frames, v.fps, v.source, v.ground_truth if ground_truth else None)
+    return out
+
+
+def test_stages_on_a_store_without_val_are_one_clear_error(tmp_path):
+    from vidpred.train import landmark_dynamics, landmarks
+
+    store = _shapes_store(tmp_path / "noval", num_videos=2, num_test=1, num_frames=12, num_objects=1)
+    expected = f"store {store} has no 'val' split (splits: test, train): prepare it with -o num_val=N"
+    with pytest.raises(VidpredError) as err:
+        landmarks.main("smoke/landmarks", [f"data.store={store}", f"train.out_dir={tmp_path / 'lm'}", *TINY])
+    assert str(err.value) == expected and not (tmp_path / "lm").exists()
+    with pytest.raises(VidpredError) as err:  # checked before the autoencoder is even loaded
+        landmark_dynamics.main("smoke/landmark_dynamics", [f"data.store={store}", f"train.out_dir={tmp_path / 'd'}",
+                                                           f"model.autoencoder={tmp_path / 'missing.pt'}"])
+    assert str(err.value) == expected and not (tmp_path / "d").exists()
+
+
+def test_landmarks_without_ground_truth_need_no_val_split(tmp_path):
+    # no centres → no keypoint validation at all, so nothing needs a val split (and test is not used)
+    from vidpred.train import landmarks
+
+    store = _shapes_store(tmp_path / "nogt", ground_truth=False, num_videos=2, num_test=1, num_frames=12,
+                          num_objects=1)
+    res = landmarks.main("smoke/landmarks", [f"data.store={store}", f"train.out_dir={tmp_path / 'lm'}", *TINY,
+                                             "train.max_steps=1", "train.sample_every=0"])
+    assert res.train.step == 1 and res.keypoints is None
+    rows = [json.loads(line) for line in (tmp_path / "lm" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any(k.startswith("val/") for r in rows for k in r)
+
+
+def test_keypoint_regression_fits_on_train_and_scores_on_the_held_out_split(store):
+    from vidpred.train.landmarks import load_eval_data
+
+    val = load_eval_data(store, "train", "val", max_frames=1000)
+    test = load_eval_data(store, "train", "test", max_frames=1000)
+    assert len(val["train"][0]) == 36 and len(val["test"][0]) == 12 and len(test["test"][0]) == 24
+    np.testing.assert_array_equal(val["train"][0], test["train"][0])
+    with pytest.raises(VidpredError, match="has no 'holdout' split"):
+        load_eval_data(store, "train", "holdout")
 
 
 def test_windows_longer_than_every_video_are_rejected():

@@ -1,6 +1,6 @@
 """MOSO stages end to end on a tiny synthetic store made here (shapes, 32 px, 4-frame clips; nothing
 downloaded, no pretrained weights): VQVAE training → tokens → Transformer training → the `vidpred moso`
-commands, plus the one-line errors for bad inputs."""
+commands, plus the one-line errors for bad inputs (a store without the val split the stages validate on)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("moso")
     prepare("shapes", root / "store", size=32, clip_len=4, cache_dir=root / "cache",
-            options={"num_videos": 2, "num_test": 1, "num_frames": 8, "num_objects": 1})
+            options={"num_videos": 2, "num_val": 1, "num_test": 1, "num_frames": 8, "num_objects": 1})
     preprocess_store(root / "store", root / "moso", clip_len=4)
     return root
 
@@ -58,7 +58,13 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
     meta = json.loads((tiny / "tok" / "tokens.json").read_text())
     assert meta["given_frames"] == 2 and meta["codebook_version"] == toks.codebook_version
     motion = np.load(tiny / "tok" / "motion.npy")
-    assert motion.shape == (6, 4, 4, 4) and motion.min() >= 0 and motion.max() < 32
+    assert motion.shape == (8, 4, 4, 4) and motion.min() >= 0 and motion.max() < 32
+    # every split of the MOSO store is carried through to the token set
+    assert meta["splits"] == {"train": 4, "val": 2, "test": 2} and toks.splits == meta["splits"]
+    assert json.loads((tiny / "moso" / "moso.json").read_text())["splits"] == meta["splits"]
+    assert "val: 2" in toks.describe()
+    val = moso_tokens.TokenDataset(tiny / "tok", "val")
+    assert sorted(val.tokens.manifest.loc[val.clips, "video_id"].unique()) == ["val-00000"]
 
     # the kfp component is a thin wrapper: call its python function with artifact stand-ins
     import sys
@@ -70,7 +76,7 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
     art = SimpleNamespace(path=str(tiny / "tok-kfp"), metadata={})
     text = tokens_component.python_func(moso=SimpleNamespace(path=str(tiny / "moso")),
                                         vqvae=SimpleNamespace(path=str(tiny / "vq")), tokens=art, context=2)
-    assert "6 clips" in text and art.metadata["codebook_version"] == toks.codebook_version
+    assert "8 clips" in text and art.metadata["codebook_version"] == toks.codebook_version
     assert np.array_equal(np.load(tiny / "tok-kfp" / "motion.npy"), motion)
 
     tr = moso_transformer.main("configs/smoke/moso-transformer.yaml",
@@ -83,6 +89,21 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
                                 TINY_TR + [f"data.tokens={tiny / 'tok'}", f"train.out_dir={tiny / 'tr'}",
                                            "train.max_steps=3"])
     assert tr2.train.resumed_from == 2 and tr2.train.step == 3
+    # a token set without val clips: one error line, no silent fallback to test, no training
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(tiny / "tok", tiny / "tok-noval")
+    m = pd.read_parquet(tiny / "tok-noval" / "manifest.parquet")
+    m.assign(split=m["split"].replace({"val": "train"})).to_parquet(tiny / "tok-noval" / "manifest.parquet")
+    with pytest.raises(VidpredError) as err:
+        moso_transformer.main("configs/smoke/moso-transformer.yaml",
+                              TINY_TR + [f"data.tokens={tiny / 'tok-noval'}", f"train.out_dir={tiny / 'tr-noval'}"])
+    assert str(err.value) == (f"MOSO token set {tiny / 'tok-noval'} has no 'val' split (splits: test, train): "
+                              "prepare it with -o num_val=N, then run `vidpred preprocess moso` and "
+                              "`vidpred moso tokens` again")
+    assert not (tiny / "tr-noval").exists()
 
     # best of N trials (paper §4 Metrics): per clip, the best PSNR and the best SSIM each over all trials
     from vidpred.metrics.image import psnr, ssim
@@ -123,6 +144,28 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
     # the app raises VidpredError (`vidpred.cli.main` turns it into one line and exit code 2); no output left
     assert isinstance(res.exception, VidpredError) and "--clip 99 is out of range" in str(res.exception)
     assert not (tiny / "bad").exists()
+
+
+def test_vqvae_on_a_store_without_val_is_one_clear_error(tmp_path):
+    from vidpred.data.prepare import prepare
+    from vidpred.preprocess.moso import preprocess_store
+    from vidpred.train import moso_vqvae
+
+    prepare("shapes", tmp_path / "store", size=32, clip_len=4, cache_dir=tmp_path / "cache",
+            options={"num_videos": 2, "num_test": 1, "num_frames": 4, "num_objects": 1})
+    preprocess_store(tmp_path / "store", tmp_path / "moso", clip_len=4)
+    with pytest.raises(VidpredError) as err:
+        moso_vqvae.main("configs/smoke/moso-vqvae.yaml",
+                        TINY_VQ + [f"data.moso_store={tmp_path / 'moso'}", f"train.out_dir={tmp_path / 'vq'}"])
+    msg = str(err.value)
+    assert msg == (f"MOSO store {tmp_path / 'moso'} has no 'val' split (splits: test, train): prepare it with "
+                   "-o num_val=N, then run `vidpred preprocess moso` again")
+    assert "\n" not in msg and not (tmp_path / "vq").exists()  # nothing trained, validated on test or written
+    # the split is named by the config: asking for another missing one says so too
+    with pytest.raises(VidpredError, match="has no 'holdout' split .*set data.eval_split to one of its splits"):
+        moso_vqvae.main("configs/smoke/moso-vqvae.yaml",
+                        TINY_VQ + [f"data.moso_store={tmp_path / 'moso'}", f"train.out_dir={tmp_path / 'vq'}",
+                                   "data.eval_split=holdout"])
 
 
 def test_corrupt_model_file_is_one_clear_error(tmp_path):

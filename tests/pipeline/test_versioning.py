@@ -104,7 +104,7 @@ def test_repository_points_at_the_default_dataset():
 
 
 def test_re_preparing_the_default_dataset_gives_the_md5_in_data_dvc(tmp_path):
-    # prepares the smoke profile's synthetic shapes set (16 videos × 24 frames at 64 px, ~1.5 s) from scratch
+    # prepares the smoke profile's shapes set (12 train + 2 val + 4 test videos × 24 frames at 64 px, ~1.5 s) anew
     md5 = versioning.prepare_default(tmp_path / "data")
     assert md5 == versioning.recorded_md5(REPO_ROOT / "data.dvc")
     # a different seed is different data

@@ -16,7 +16,11 @@ expectation carries ``meta.gate``; a gate passes when all its expectations pass.
                  noise on a flat frame stays near 1 — assumed)
 ``splits``       split ∈ {train, val, test}; at least one train video; if a test split exists its share
                  of videos is within ``TEST_FRACTION`` = [0.05, 0.5] (assumed: fewer than 5 % gives too
-                 noisy a benchmark, more than half leaves too little to train on)
+                 noisy a benchmark, more than half leaves too little to train on); if a val split exists
+                 its share is within ``VAL_FRACTION`` = [0.01, 0.5] (assumed: below 1 % the tuning signal
+                 is noise; validation sets are often smaller than test sets, hence the lower floor) and
+                 train keeps at least ``MIN_TRAIN_FRACTION`` = 0.5 of the videos (val + test ≤ half, the
+                 same reason as the test bound's upper end)
 ``shards``       each row's shard file exists, is a readable uint8 N×H×W×3 array, and holds
                  frames offset … offset + num_frames − 1
 ===============  ==========================================================================================
@@ -44,6 +48,8 @@ from vidpred.fsutil import atomic_file
 MIN_PIXEL_STD = 2.0  # assumed: see the module docstring
 MAX_PIXEL_STD = 127.5  # derived: the largest std of values in [0, 255]
 TEST_FRACTION = (0.05, 0.5)  # assumed: see the module docstring
+VAL_FRACTION = (0.01, 0.5)  # assumed: see the module docstring
+MIN_TRAIN_FRACTION = 0.5  # assumed: see the module docstring (checked when a val split exists)
 SPLITS = ("train", "val", "test")
 GATES = ("columns", "types", "ranges", "unique_ids", "long_enough", "not_constant", "splits", "shards")
 _SHOW = 8  # offending values shown per failed expectation
@@ -156,6 +162,12 @@ def _expectations(E, meta: dict, manifest, need: int, columns: dict) -> list[tup
             lo, hi = TEST_FRACTION
             specs.append(("splits", f"test fraction within [{lo}, {hi}]",
                           E.ExpectColumnMeanToBeBetween(column="_is_test", min_value=lo, max_value=hi)))
+        if (manifest["split"] == "val").any():
+            lo, hi = VAL_FRACTION
+            specs.append(("splits", f"val fraction within [{lo}, {hi}]",
+                          E.ExpectColumnMeanToBeBetween(column="_is_val", min_value=lo, max_value=hi)))
+            specs.append(("splits", f"train fraction >= {MIN_TRAIN_FRACTION} (val + test at most the rest)",
+                          E.ExpectColumnMeanToBeBetween(column="_is_train", min_value=MIN_TRAIN_FRACTION)))
     if {"shard", "offset", "num_frames"} <= present:
         specs.append(("shards", "shard file exists and holds the video's frames",
                       E.ExpectColumnValuesToBeInSet(column="_shard_status", value_set=["ok"])))
@@ -211,7 +223,8 @@ def validate_store(directory: str | Path, clip_len: int | None = None, report_di
 
     df = manifest.copy()
     if "split" in df.columns:
-        df["_is_test"] = (df["split"] == "test").astype("float64")
+        for split in SPLITS:
+            df[f"_is_{split}"] = (df["split"] == split).astype("float64")
     if {"shard", "offset", "num_frames"} <= set(df.columns):
         df["_shard_status"] = pd.Series(_shard_status(directory, df), index=df.index, dtype="str")
 
@@ -244,6 +257,8 @@ def validate_store(directory: str | Path, clip_len: int | None = None, report_di
             g.problems.append(f"{m['check']}: {_offending(r, df)}")
     if "split" in df.columns and not (df["split"] == "test").any():
         gates["splits"].notes.append("no test split: test-fraction check skipped")
+    if "split" in df.columns and not (df["split"] == "val").any():
+        gates["splits"].notes.append("no val split: val-fraction check skipped (training stages need one)")
     success = all(g.success for g in gates.values())
     result = ValidationResult(store=directory, success=success, gates=list(gates.values()), gx_result=raw,
                               report_dir=Path(report_dir) if report_dir is not None else directory.with_name(directory.name + ".validation"))

@@ -17,8 +17,10 @@ into non-overlapping clips of ``clip_len`` frames (starts 0, T, 2T, …; a tail 
 and writes, atomically, a MOSO store::
 
     <out>/moso.json         {"format": "vidpred-moso/1", "source_store", "clip_len", "lower", "upper",
-                             "variant", "num_clips", "height", "width", "arrays": {...}} (no timestamps)
-    <out>/manifest.parquet  one row per clip: clip (int64, row in the arrays), video_id, split (str),
+                             "variant", "num_clips", "splits": {split: clips}, "height", "width",
+                             "arrays": {...}} (no timestamps)
+    <out>/manifest.parquet  one row per clip: clip (int64, row in the arrays), video_id, split (str: the
+                            video's split in the clip store — train / val / test carried through),
                             start (int64, first frame in the video), has_next (bool: motion of the last
                             frame used the real next frame), mask_fraction (float64)
     <out>/motion.npy        float16 N×T×3×H×W in [-2, 2]
@@ -236,6 +238,7 @@ def preprocess_store(input: str | Path, out: str | Path, clip_len: int | None = 
             "upper": float(upper),
             "variant": VARIANT,
             "num_clips": n,
+            "splits": {str(k): int(v) for k, v in table.groupby("split").size().items()},
             "height": height,
             "width": width,
             "arrays": {"motion": "float16 N×T×3×H×W [-2, 2]", "scene": "uint8 N×T×3×H×W",
@@ -358,7 +361,8 @@ class MosoClipDataset(_Dataset):
         self.store = load_moso_store(directory)
         rows = self.store.manifest[self.store.manifest["split"] == split]
         if rows.empty:
-            raise VidpredError(f"MOSO store {directory} has no clips in split '{split}'")
+            have = ", ".join(sorted(map(str, self.store.manifest["split"].unique()))) or "none"
+            raise VidpredError(f"MOSO store {directory} has no clips in split '{split}' (splits: {have})")
         self.rows = rows.reset_index(drop=True)
 
     def __len__(self) -> int:

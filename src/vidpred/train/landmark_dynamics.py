@@ -7,8 +7,9 @@
 2. Windows of ``dynamics.n_inputs + dynamics.n_future`` consecutive states are the training items; the
    LSTM predicts the n + m − 1 next states, reading ground truth for n steps and its own output after
    ("n inputs, m future", appendix A); loss = MSE to the true states. The shared loop does the rest.
-3. Validation rolls out from ``eval.context`` frames of held-out videos and reports the landmark-mean
-   error in pixels; samples are decoded rollouts (ground truth row, prediction, prediction with landmarks).
+3. Validation rolls out from ``eval.context`` frames of the ``data.eval_split`` videos (default ``val``; a
+   store without it is an error, test is never used for tuning) and reports the landmark-mean error in
+   pixels; samples are decoded rollouts (ground truth row, prediction, prediction with landmarks).
 
 Output: ``<train.out_dir>/dynamics.pt`` ({"config", "state_dict"}) and a rollout GIF + grid in
 ``<train.out_dir>/rollout``.
@@ -30,7 +31,8 @@ from vidpred.models.landmarks import inference
 from vidpred.models.landmarks.dynamics import DynamicsConfig, LandmarkLSTM
 from vidpred.models.landmarks.gaussians import grid_to_pixels
 from vidpred.train.landmarks import load_autoencoder
-from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
+                                run_training, stage_logging)
 
 MODEL_FILE = "dynamics.pt"
 
@@ -142,15 +144,17 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
 
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     out_dir = Path(cfg.get("train.out_dir", "runs/landmark_dynamics"))
+    store = open_store(cfg["data.store"])
+    eval_split = cfg.get("data.eval_split", EVAL_SPLIT)
+    require_split(f"store {cfg['data.store']}", store.manifest["split"], eval_split, store.meta.get("dataset"))
     ae = load_autoencoder(cfg["model.autoencoder"])
     for p in ae.parameters():
         p.requires_grad_(False)
-    store = open_store(cfg["data.store"])
     n, m = int(cfg["dynamics.n_inputs"]), int(cfg["dynamics.n_future"])
     if n < 1 or m < 0:
         raise VidpredError(f"dynamics.n_inputs must be ≥ 1 and dynamics.n_future ≥ 0, got {n}/{m}")
     train_videos = encode_split(ae, store, cfg.get("data.split", "train"))
-    val_videos = encode_split(ae, store, cfg.get("data.eval_split", "test"), int(cfg.get("eval.max_videos", 8)))
+    val_videos = encode_split(ae, store, eval_split, int(cfg.get("eval.max_videos", 8)))
     data = StateWindows(train_videos, n + m, int(cfg.get("data.stride", 1)))
     task = DynamicsTask(cfg, ae, val_videos, store)
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "landmark_dynamics")

@@ -7,8 +7,11 @@ The pose encoder sees a colour-jittered x; the appearance encoder sees, with pro
 ``data.temporal_prob``, the other frame, else a TPS-warped x; the decoder reconstructs x. Loss:
 ``loss.mse`` · MSE + ``loss.perceptual`` · VGG19 perceptual (``vidpred.losses.perceptual``) +
 ``loss.adversarial`` · LSGAN. Adam with weight decay. The shared loop (``vidpred.train.loop``) does
-checkpoints, resume, progress and MLflow; validation is the keypoint regression on held-out videos
-(``val/keypoint_accuracy``) when the store has ``centers`` ground truth.
+checkpoints, resume, progress and MLflow; validation is the keypoint regression, fitted on the ``data.split``
+(train) frames and scored on the ``data.eval_split`` frames (default ``val``; ``val/keypoint_accuracy``) when
+the store has ``centers`` ground truth — then a store without that split is an error (test is never used for
+tuning; ``vidpred landmarks evaluate`` scores on test for the report). Without ground truth there is no
+validation and no val split is needed.
 
 Output: ``<train.out_dir>/landmarks.pt`` ({"config", "state_dict"}) for the dynamics stage and the
 ``vidpred landmarks`` commands (:func:`load_autoencoder`), plus the loop's checkpoints and samples.
@@ -30,7 +33,8 @@ from vidpred.models.landmarks import augment, viz
 from vidpred.models.landmarks.autoencoder import (AutoencoderConfig, LandmarkAutoencoder, PatchDiscriminator,
                                                   lsgan_losses)
 from vidpred.models.landmarks.gaussians import grid_to_pixels
-from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
+                                run_training, stage_logging)
 
 MODEL_FILE = "landmarks.pt"
 
@@ -196,13 +200,18 @@ def _frames_with_centres(store, split: str, max_frames: int, seed: int) -> tuple
 
 
 def load_eval_data(store_dir, train_split="train", test_split="test", max_frames=512, seed=0) -> dict | None:
-    """Frames + centres of a train and a held-out split for the keypoint regression (None without GT)."""
+    """Frames + centres of a train split (the regression is fitted on) and a held-out split (scored on) for
+    the keypoint regression: the stage passes its ``data.eval_split`` (val), ``vidpred landmarks evaluate``
+    test. None without ``centers`` ground truth; VidpredError if the store has GT but no held-out split."""
     from vidpred.data.store import open_store
 
     store = open_store(store_dir)
     tr = _frames_with_centres(store, train_split, max_frames, seed)
+    if tr is None:
+        return None
+    require_split(f"store {store_dir}", store.manifest["split"], test_split, store.meta.get("dataset"))
     te = _frames_with_centres(store, test_split, max_frames, seed + 1)
-    if tr is None or te is None:
+    if te is None:
         return None
     return {"train": tr, "test": te}
 
@@ -270,7 +279,7 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> La
     torch.manual_seed(int(cfg.get("train.seed", 0)))
     data = FramePairs(store_dir, cfg.get("data.split", "train"), float(cfg.get("data.temporal_prob", 0.5)),
                       int(cfg.get("data.min_gap", 3)), int(cfg.get("data.max_gap", 60)))
-    eval_data = load_eval_data(store_dir, cfg.get("data.split", "train"), cfg.get("data.eval_split", "test"),
+    eval_data = load_eval_data(store_dir, cfg.get("data.split", "train"), cfg.get("data.eval_split", EVAL_SPLIT),
                                int(cfg.get("eval.max_frames", 512)), int(cfg.get("train.seed", 0)))
     task = LandmarkTask(cfg, eval_data)
     size = task.model_cfg.image_size

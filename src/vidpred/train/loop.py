@@ -185,6 +185,33 @@ def _epoch_iter(batches, epoch: int) -> Iterator:
     return iter(source)
 
 
+EVAL_SPLIT = "val"  # default ``data.eval_split`` of every stage: in-training validation never looks at test
+# how to prepare a store with a val split, per dataset source (the hint of require_split's error)
+VAL_SPLIT_HINTS = {
+    "shapes": "-o num_val=N", "toycar": "-o num_val=N", "bair": "-o val_count=N", "mmnist": "-o val_count=N",
+    "folder": "-o val_fraction=F (or a val/ subfolder)", "kth": "-o val_persons=… (persons out of train_persons)",
+    "kitti": "-o val_drives=…", "bbcpose": "-o val_videos=…",
+}
+
+
+def require_split(what: str, splits: Iterable, split: str, dataset: str | None = None, redo: str = "") -> None:
+    """One-line VidpredError unless ``split`` is among ``splits`` (e.g. a manifest's split column).
+
+    Stages validate and tune on ``data.eval_split`` (default ``val``) only; a store without that split is an
+    error naming the store and how to add the split — never a silent fallback to test or a skipped
+    validation. ``what`` names the data ("store data/"), ``dataset`` picks the hint, ``redo`` says which
+    derived outputs to rebuild afterwards."""
+    present = sorted({str(s) for s in splits})
+    if split in present:
+        return
+    if split == "val":
+        hint = VAL_SPLIT_HINTS.get(str(dataset), "a val split (shapes: -o num_val=N; see the dataset's options)")
+        fix = f"prepare it with {hint}{redo}"
+    else:
+        fix = "set data.eval_split to one of its splits"
+    raise VidpredError(f"{what} has no '{split}' split (splits: {', '.join(present) or 'none'}): {fix}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Logging: local files always, MLflow when a run is active, a plain callback if given
 

@@ -5,8 +5,10 @@ and its pseudo clip's (``cond_*``: the first ``context`` frames padded by repeat
 the input of MOSO-Transformer prediction training. Output directory (written atomically)::
 
     <out>/tokens.json        {"format": "vidpred-moso-tokens/1", "codebook_version", "vqvae", "moso_store",
-                              "context", "given_frames", "num_clips", "raw_content", "shapes": {...}}
-    <out>/manifest.parquet   the MOSO store's clip manifest (clip, video_id, split, start, …)
+                              "context", "given_frames", "num_clips", "splits": {split: clips}, "raw_content",
+                              "shapes": {...}}
+    <out>/manifest.parquet   the MOSO store's clip manifest (clip, video_id, split, start, …): every split of
+                             the store (train / val / test) is carried through, each clip keeps its split
     <out>/<name>.npy         int32 token maps: scene N×hs×ws, object N×ho×wo, motion N×T×hm×wm, cond_* alike
 
 ``codebook_version`` (a hash of the codebook) ties the tokens to the VQVAE that made them; the transformer
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,11 @@ class TokensSummary:
     num_clips: int
     codebook_version: str
     usage: float
+    splits: dict = field(default_factory=dict)  # split → clips
 
     def describe(self) -> str:
-        return (f"MOSO tokens {self.out}: {self.num_clips} clips, codebook {self.codebook_version}, "
+        splits = ", ".join(f"{k}: {v}" for k, v in sorted(self.splits.items()))
+        return (f"MOSO tokens {self.out}: {self.num_clips} clips ({splits}), codebook {self.codebook_version}, "
                 f"{self.usage:.1%} of the codes used")
 
 
@@ -77,18 +81,19 @@ def extract_tokens(vqvae_path, moso_store, out, context: int, batch_size: int = 
             chunks[f"cond_{k}"].append(cond[k].int().numpy())
     arrays = {k: np.concatenate(v) for k, v in chunks.items()}
     version = codebook_version(vqvae)
+    splits = {str(k): int(v) for k, v in store.manifest.groupby("split").size().items()}
     usage = len(np.unique(np.concatenate([arrays[k].ravel() for k in ("scene", "object", "motion")]))) \
         / vqvae.cfg.num_codes
     info = {"format": FORMAT, "codebook_version": version, "vqvae": str(Path(vqvae_path).resolve()),
             "moso_store": str(Path(moso_store).resolve()), "context": int(context),
-            "given_frames": given_frames(context, vqvae.cfg.pool), "num_clips": n, "raw_content": raw,
+            "given_frames": given_frames(context, vqvae.cfg.pool), "num_clips": n, "splits": splits, "raw_content": raw,
             "num_codes": vqvae.cfg.num_codes, "shapes": {k: list(v.shape[1:]) for k, v in arrays.items()}}
     with atomic_dir(out) as tmp:
         for k, v in arrays.items():
             np.save(tmp / f"{k}.npy", v)
         store.manifest.to_parquet(tmp / "manifest.parquet", index=False)
         (tmp / "tokens.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-    return TokensSummary(Path(out), n, version, usage)
+    return TokensSummary(Path(out), n, version, usage, splits)
 
 
 @dataclass
@@ -135,7 +140,8 @@ class TokenDataset(torch.utils.data.Dataset):
         m = self.tokens.manifest
         self.clips = m.loc[m["split"] == split, "clip"].astype(int).tolist()
         if not self.clips:
-            raise VidpredError(f"MOSO token set {directory} has no clips in split '{split}'")
+            have = ", ".join(sorted(map(str, m["split"].unique()))) or "none"
+            raise VidpredError(f"MOSO token set {directory} has no clips in split '{split}' (splits: {have})")
 
     def __len__(self) -> int:
         return len(self.clips)

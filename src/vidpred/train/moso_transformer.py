@@ -7,7 +7,8 @@ tokens of every clip. Token geometry (codebook size, map sizes, clip length) com
 ``model.*`` sets the width and depth. Loss: :func:`vidpred.models.moso.transformer.prediction_loss`
 (MaskGIT, 5× weight on changed scene/object tokens, pool-aligned given motion frames). AdamW, cosine decay.
 
-Validation (held-out clips): MaskGIT prediction from the pseudo clip, decoded by the VQVAE that made the
+Validation (clips of ``data.eval_split``, default ``val``; a token set without it is an error, test is never
+used for tuning): MaskGIT prediction from the pseudo clip, decoded by the VQVAE that made the
 tokens; PSNR/SSIM of the predicted frames (those after the context) against the ground truth, beside the
 copy-last-context-frame baseline and the VQVAE's own reconstruction (the upper bound). ``pred_*`` are per-clip
 means over the predicted frames, each metric the best of ``sample.best_of`` trials on its own (the paper's
@@ -33,7 +34,8 @@ from vidpred.errors import VidpredError
 from vidpred.models.moso.inference import TRANSFORMER_KIND, codebook_version, load_vqvae, save_model
 from vidpred.models.moso.sampling import predict_tokens
 from vidpred.models.moso.transformer import MosoTransformer, TransformerConfig, prediction_loss
-from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
+                                run_training, stage_logging)
 from vidpred.train.moso_tokens import TokenDataset
 from vidpred.train.moso_vqvae import clip_grid, cosine_lambda
 
@@ -167,14 +169,13 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso_transformer")
     torch.manual_seed(settings.seed)
     bs = int(cfg["optim.batch_size"])
-    evald = []
-    try:
-        ev = TokenDataset(cfg["data.tokens"], cfg.get("data.eval_split", "test"))
-        n = min(len(ev), int(cfg.get("eval.max_clips", 16)))
-        evald = [torch.utils.data.default_collate([ev[i] for i in range(s, min(n, s + bs))]) for s in range(0, n, bs)]
-    except VidpredError as exc:
-        if "no clips in split" not in str(exc):
-            raise
+    eval_split = cfg.get("data.eval_split", EVAL_SPLIT)
+    require_split(f"MOSO token set {cfg['data.tokens']}", data.tokens.manifest["split"], eval_split,
+                  (store.meta.get("source_meta") or {}).get("dataset"),
+                  redo=", then run `vidpred preprocess moso` and `vidpred moso tokens` again")
+    ev = TokenDataset(cfg["data.tokens"], eval_split)
+    n = min(len(ev), int(cfg.get("eval.max_clips", 16)))
+    evald = [torch.utils.data.default_collate([ev[i] for i in range(s, min(n, s + bs))]) for s in range(0, n, bs)]
     task = TransformerTask(cfg, meta, vqvae, store, evald, settings.max_steps)
     batches = epoch_batches(data, bs, seed=settings.seed)
     with stage_logging("moso_transformer", cfg, out_dir, callback=callback) as log:

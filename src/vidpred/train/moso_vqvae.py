@@ -9,8 +9,8 @@ Loss: ``loss.l1``·L1 + ``loss.l2``·L2 + ``loss.perceptual``·VGG19 perceptual 
 + ``loss.ssim``·(1 − SSIM) (a weight-free structural loss, not in the paper; for runs without VGG weights)
 + commitment (β inside the codebook) + ``loss.disc_weight``·hinge video-GAN loss from ``loss.disc_start``.
 Adam, cosine learning-rate decay. The shared loop does checkpoints, resume, progress and MLflow; validation
-logs reconstruction PSNR/SSIM on held-out clips and codebook usage / perplexity; samples are
-input | reconstruction grids.
+logs reconstruction PSNR/SSIM on the clips of ``data.eval_split`` (default ``val``; a store without it is an
+error, test is never used for tuning) and codebook usage / perplexity; samples are input | reconstruction grids.
 
 Output: ``<train.out_dir>/moso_vqvae.pt`` (:func:`vidpred.models.moso.inference.load_vqvae`).
 """
@@ -30,7 +30,8 @@ from vidpred.errors import VidpredError
 from vidpred.models.moso.inference import VQVAE_KIND, model_inputs, save_model
 from vidpred.models.moso.vqvae import (MosoVQVAE, VideoDiscriminator, VQVAEConfig, hinge_d_loss, hinge_g_loss,
                                        reconstruction_loss)
-from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
+                                run_training, stage_logging)
 
 MODEL_FILE = "moso_vqvae.pt"
 
@@ -142,16 +143,22 @@ class VQVAETask(Task):
         return self.net
 
 
+def require_moso_split(moso_store, split: str) -> None:
+    """One-line VidpredError unless the MOSO store has clips of ``split`` (see ``loop.require_split``)."""
+    from vidpred.preprocess.moso import load_moso_store
+
+    store = load_moso_store(moso_store)
+    require_split(f"MOSO store {moso_store}", store.manifest["split"], split,
+                  (store.meta.get("source_meta") or {}).get("dataset"),
+                  redo=", then run `vidpred preprocess moso` again")
+
+
 def eval_batches(moso_store, split: str, max_clips: int, batch_size: int) -> list[dict]:
-    """Up to ``max_clips`` clips of ``split`` as a list of batches (empty if the split has none)."""
+    """Up to ``max_clips`` clips of ``split`` as a list of batches; VidpredError if the split has none."""
     from vidpred.preprocess.moso import MosoClipDataset
 
-    try:
-        data = MosoClipDataset(moso_store, split)
-    except VidpredError as exc:
-        if "no clips in split" in str(exc):
-            return []
-        raise
+    require_moso_split(moso_store, split)
+    data = MosoClipDataset(moso_store, split)
     n = min(len(data), max_clips)
     items = [data[i] for i in range(n)]
     keys = [k for k, v in items[0].items() if torch.is_tensor(v)]
@@ -186,7 +193,7 @@ def main(config, overrides=(), callback=None) -> VQVAEResult:
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso_vqvae")
     torch.manual_seed(settings.seed)
     bs = int(cfg["optim.batch_size"])
-    evald = eval_batches(store, cfg.get("data.eval_split", "test"), int(cfg.get("eval.max_clips", 32)), bs)
+    evald = eval_batches(store, cfg.get("data.eval_split", EVAL_SPLIT), int(cfg.get("eval.max_clips", 32)), bs)
     task = VQVAETask(cfg, evald, settings.max_steps)
     batches = epoch_batches(data, bs, seed=settings.seed)
     with stage_logging("moso_vqvae", cfg, out_dir, callback=callback) as log:

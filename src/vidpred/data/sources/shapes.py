@@ -1,9 +1,12 @@
 """Source "shapes": deterministic synthetic videos of textured sprites (``vidpred.data.synthetic``).
 
-Nothing is downloaded. Options (defaults): ``num_videos`` (32, train), ``num_test`` (8),
-``num_frames`` (32), ``num_objects`` (2), ``pan`` (false: static camera), ``seed`` (0), ``size``
-(the prepare size), ``fps`` (10). Video ``i`` of a split is seeded by ``(seed, split, i)``, so asking
-for more videos never changes the earlier ones. Ground truth: ``centers`` and ``masks``.
+Nothing is downloaded. Options (defaults): ``num_videos`` (32, train), ``num_val`` (0), ``num_test``
+(8), ``num_frames`` (32), ``num_objects`` (2), ``pan`` (false: static camera), ``seed`` (0), ``size``
+(the prepare size), ``fps`` (10). Video ``i`` of a split is seeded by ``(seed, split, i)`` (split seeds:
+train 0, test 1, val 2), so asking for more videos — or for a val split — never changes the others, and
+``num_val=0`` (the default) gives byte-identical stores to those made before val existed. Videos come in
+the order train, val, test (ids ``train-00000``, ``val-00000``, ``test-00000``, …).
+Ground truth: ``centers`` and ``masks``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from vidpred.data.sources.base import RawVideo
 from vidpred.data.synthetic import render_video
 from vidpred.errors import VidpredError
 
-DEFAULTS = {"num_videos": 32, "num_test": 8, "num_frames": 32, "num_objects": 2, "pan": False,
+DEFAULTS = {"num_videos": 32, "num_val": 0, "num_test": 8, "num_frames": 32, "num_objects": 2, "pan": False,
             "seed": 0, "size": 64, "fps": 10.0}
-_SPLIT_SEED = {"train": 0, "test": 1}
+_SPLIT_SEED = {"train": 0, "test": 1, "val": 2}  # val last: adding it changed no existing seed
 
 
 def _int_option(options: dict, key: str, minimum: int) -> int:
@@ -51,9 +54,10 @@ class ShapesSource:
         unknown = sorted(set(options) - known)
         if unknown:
             raise VidpredError(f"shapes: unknown option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        counts = {"train": _int_option(options, "num_videos", 0), "test": _int_option(options, "num_test", 0)}
+        counts = {"train": _int_option(options, "num_videos", 0), "val": _int_option(options, "num_val", 0),
+                  "test": _int_option(options, "num_test", 0)}
         if not sum(counts.values()):
-            raise VidpredError("shapes: num_videos + num_test must be ≥ 1")
+            raise VidpredError("shapes: num_videos + num_val + num_test must be ≥ 1")
         num_frames = _int_option(options, "num_frames", 1)
         num_objects = _int_option(options, "num_objects", 0)
         size = _int_option(options, "size", 8)

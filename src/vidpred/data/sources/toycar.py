@@ -10,10 +10,13 @@ range, notes) and its centre at ``x_frac`` of the free horizontal range; the dis
 ``x_frac ~ U(0.5 − offset, 0.5 + offset)``.
 
 Source options (``vidpred data prepare --dataset toycar -o key=value``):
-``num_videos`` (8), ``frames`` (16), ``size`` (64: frames are size×2·size before the store resizes),
-``offset`` (0.15), ``seed`` (0). Each video is a car driving across its range at a random speed, so
-predicting it has the positional uncertainty the paper studies; ``centers`` ground truth is the car's
-centre (x, y pixels).
+``num_videos`` (8), ``num_val`` (0), ``frames`` (16), ``size`` (64: frames are size×2·size before the
+store resizes), ``offset`` (0.15), ``seed`` (0). Each video is a car driving across its range at a random
+speed, so predicting it has the positional uncertainty the paper studies; ``centers`` ground truth is the
+car's centre (x, y pixels). Splits: of the ``num_videos`` videos every fourth (``i % 4 == 3``) is test, the
+rest train; ``num_val`` extra videos (ids ``toycar-val-0000`` …, after the others) are val, drawn from
+their own random stream (seed ``[seed, 1]``, backgrounds ``[seed, 1, i]``), so they never change the
+train/test videos and ``num_val=0`` gives the same store as before val existed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from vidpred.data.sources.base import RawVideo
 from vidpred.errors import VidpredError
 
 
-def background(height: int, width: int, seed: int = 0) -> np.ndarray:
+def background(height: int, width: int, seed: int | list[int] = 0) -> np.ndarray:
     """A road scene, float32 H×W×3 in [0, 1]; ``seed`` varies colours, hills and texture."""
     rng = np.random.default_rng(seed)
     y = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
@@ -132,23 +135,35 @@ class ToyCarSource:
 
     def iter_videos(self, root: Path, options: dict) -> Iterator[RawVideo]:
         n = int(options.get("num_videos", 8))
+        n_val = int(options.get("num_val", 0))
+        if n < 0 or n_val < 0:
+            raise VidpredError(f"toycar options num_videos and num_val must be ≥ 0, got {n} and {n_val}")
         frames = int(options.get("frames", 16))
         size = int(options.get("size", 64))
         offset = float(options.get("offset", 0.15))
         seed = int(options.get("seed", 0))
         height, width = size, 2 * size
         sprite = car_sprite(*sprite_size(height, width))
-        rng = np.random.default_rng(seed)
-        for i in range(n):
-            bg = background(height, width, seed=seed * 1000 + i)
+
+        def video(rng, bg_seed) -> tuple[np.ndarray, np.ndarray]:
+            bg = background(height, width, seed=bg_seed)
             start = rng.uniform(0.5 - offset, 0.5 + offset)
             speed = rng.uniform(-2 * offset, 2 * offset) / max(frames - 1, 1)
             xs = np.clip(start + speed * np.arange(frames), 0.0, 1.0)
-            video = np.stack([render(bg, sprite, float(x)) for x in xs])
+            clip = np.stack([render(bg, sprite, float(x)) for x in xs])
             centers = np.array([[car_center(height, width, float(x))] for x in xs], np.float32)
+            return (clip * 255).round().astype(np.uint8), centers
+
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            clip, centers = video(rng, seed * 1000 + i)
             yield RawVideo(video_id=f"toycar-{i:04d}", split="test" if i % 4 == 3 else "train", source="toycar",
-                           frames=(video * 255).round().astype(np.uint8), fps=10.0,
-                           ground_truth={"centers": centers})
+                           frames=clip, fps=10.0, ground_truth={"centers": centers})
+        val_rng = np.random.default_rng([seed, 1])
+        for i in range(n_val):
+            clip, centers = video(val_rng, [seed, 1, i])
+            yield RawVideo(video_id=f"toycar-val-{i:04d}", split="val", source="toycar",
+                           frames=clip, fps=10.0, ground_truth={"centers": centers})
 
 
 SOURCE = ToyCarSource()
