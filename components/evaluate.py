@@ -37,8 +37,10 @@ def evaluate_track(store: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], e
 
 
 @vidpred_component
-def make_report(report: dsl.Output[dsl.Artifact], tracking_uri: str = "", parent_run_id: str = "") -> str:
-    """The reproduction report of the pipeline's MLflow parent run (needs ``parent_run_id``)."""
+def make_report(report: dsl.Output[dsl.Artifact], data_md5: str = "", tracking_uri: str = "",
+                parent_run_id: str = "") -> str:
+    """The reproduction report of the pipeline's MLflow parent run (needs ``parent_run_id``); the parent run is
+    tagged with the data md5 first, so the report's header names the data it was made from."""
     from pathlib import Path
 
     from vidpred.evaluate.report import write_report
@@ -51,7 +53,14 @@ def make_report(report: dsl.Output[dsl.Artifact], tracking_uri: str = "", parent
         (Path(report.path) / "README.txt").write_text(note + "\n")
         print(note)
         return note
-    with stage_env(tracking_uri, parent_run_id):
+    with stage_env(tracking_uri, parent_run_id, data_md5):
+        if data_md5:
+            import mlflow
+
+            from vidpred.tracking import preflight
+
+            mlflow.set_tracking_uri(preflight())
+            mlflow.MlflowClient().set_tag(parent_run_id, "vidpred.data_md5", data_md5)
         result = write_report(parent_run_id, report.path)
     text = result.describe() if hasattr(result, "describe") else str(result)
     print(text)

@@ -254,7 +254,7 @@ def build_pipeline(cfg):
                 evaluate(evaluations, "landmark_dynamics", dyn.outputs["model"], store, md5, run)
 
         if evaluations and cfg.get("report.enabled", True):  # one report of the run, after every evaluation
-            rep = report_op(**run)
+            rep = report_op(data_md5=md5, **run)
             configure(rep, cfg, "make_report").after(*evaluations)
 
         return md5
