@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test test-fast bench data moso-cpu lock clean
+.PHONY: install browser demo test test-fast bench data moso-cpu lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
+browser: ## headless Chromium (Debian package) for the tests that render report.html in a real browser
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: the browser tests will fail"
+
 demo: install ## run the main job: the smoke pipeline through kfp.local, tracked in ./mlflow.db
 	$(BIN)/vidpred run --profile smoke
 
-test: install ## the whole suite (slow tests included), as CI runs it
+test: install browser ## the whole suite (slow tests included), as CI runs it
 	$(BIN)/python -m pytest -q
 
 test-fast: install ## skip tests marked slow

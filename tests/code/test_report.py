@@ -426,7 +426,7 @@ def test_parent_without_evaluations_and_refused_output(tmp_path, pipeline):
 def test_report_html_renders_in_headless_chromium(report, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed (`which chromium` finds nothing): cannot render report.html")
+        pytest.fail("chromium is not installed: `make browser` (run by `make test`) installs Debian's package")
     res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           report.html.as_uri()], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
