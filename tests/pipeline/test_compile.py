@@ -12,7 +12,8 @@ from vidpred.orchestrate import compile_pipeline
 
 VIDPRED = [sys.executable, "-m", "vidpred.cli"]
 TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
-         "train-landmarks", "train-landmark-dynamics", "train-moso-vqvae", "moso-tokens", "train-moso-transformer")
+         "train-landmarks", "train-landmark-dynamics", "train-moso-vqvae", "moso-tokens", "train-moso-transformer",
+         "evaluate-track", "evaluate-track-2", "make-report")
 
 
 def cli(*args, **kw):
@@ -197,3 +198,33 @@ def test_tasks_use_this_interpreter(monkeypatch):
     assert os.environ["PATH"].split(os.pathsep) == [bindir, "/usr/bin", "/bin"]
     _use_this_python()  # idempotent
     assert os.environ["PATH"].split(os.pathsep) == [bindir, "/usr/bin", "/bin"]
+
+
+def test_paper_profile_evaluates_on_a_gpu_node_and_reports_after_every_evaluation(tmp_path):
+    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "p.yaml"))
+    dag = spec["root"]["dag"]["tasks"]
+    evals = {t["taskInfo"]["name"]: key for key, t in dag.items() if key.startswith("evaluate-track")}
+    assert set(evals) == {"evaluate-moso-kth", "evaluate-landmarks-kth"}
+    moso = dag[evals["evaluate-moso-kth"]]
+    params = {k: v["runtimeValue"]["constant"] for k, v in moso["inputs"]["parameters"].items() if "runtimeValue" in v}
+    assert (params["protocol"], params["method"], params["baselines"]) == ("moso-kth", "moso", ["copy-last", "linear"])
+    assert moso["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train-moso-transformer"
+    assert "train-moso-transformer" in moso["dependentTasks"]
+    for key in evals.values():
+        acc = executors(spec)[f"exec-{key}"]["container"]["resources"]["accelerator"]
+        assert acc["resourceType"] == "nvidia.com/gpu"
+        assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{key}"]["tolerations"]
+    assert set(dag["make-report"]["dependentTasks"]) >= set(evals.values())
+    assert "accelerator" not in executors(spec)["exec-make-report"]["container"]["resources"]
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("stages.corrwise.evaluate={protocol: nope}", "unknown protocol 'nope'"),
+    ("stages.toycar.evaluate={protocol: shapes-corrwise}", "stage toycar has no evaluation"),
+    ("stages.corrwise.evaluate={protocol: shapes-corrwise, baselines: [mean]}", "unknown ['mean']"),
+    ("stages.corrwise.evaluate={protocol: shapes-corrwise, protocl: x}", "unknown key(s) protocl"),
+])
+def test_bad_evaluate_sections_are_one_line_errors(tmp_path, override, needle):
+    with pytest.raises(VidpredError) as exc:
+        compile_pipeline("smoke", tmp_path / "x.yaml", [override])
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
