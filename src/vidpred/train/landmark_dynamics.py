@@ -161,7 +161,8 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
     batches = epoch_batches(data, min(int(cfg["optim.batch_size"]), len(data)), seed=settings.seed)
     with stage_logging("landmark_dynamics", cfg, out_dir, data_md5=data_md5, callback=callback) as log:
         result = run_training(task, batches, settings, log)
-        model_path = save_dynamics(task.lstm, out_dir / MODEL_FILE, {"n_inputs": n, "n_future": m})
+        model_path = save_dynamics(task.lstm, out_dir / MODEL_FILE, {  # the autoencoder's path: vidpred.evaluate
+            "n_inputs": n, "n_future": m, "autoencoder": str(Path(cfg["model.autoencoder"]).resolve())})
         rollout_dir = None
         if val_videos:
             vid, _ = val_videos[0]

@@ -122,7 +122,7 @@ class VQVAETask(Task):
             for v in out["tokens"].values():
                 used.update(v.flatten().tolist())
         p = torch.cat(ps)
-        return {"recon_psnr": float(p[torch.isfinite(p)].mean()), "recon_ssim": float(torch.cat(ss).mean()),
+        return {"recon_psnr": float(p.mean()), "recon_ssim": float(torch.cat(ss).mean()),
                 "codebook_usage": len(used) / self.model_cfg.num_codes}
 
     def sample_images(self, batch, step):
