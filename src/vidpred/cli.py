@@ -149,6 +149,8 @@ def evaluate(
     device: str = typer.Option("cpu", help="cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(8, help="Clips per forward pass."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Log an MLflow run evaluate/<track>/<method>."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a protocol setting (with --protocol), "
+                                             "e.g. methods.moso.token_temperature=1.0 (repeatable)."),
 ):
     """Score a method or baseline on held-out clips: K context frames → H predicted frames, one metric convention."""
     from vidpred.evaluate.benchmark import evaluate_one
@@ -163,10 +165,12 @@ def evaluate(
             overrides.append("metrics=[" + ",".join(wanted) + "]")
         if samples is not None and samples > 1:
             overrides.append("best_of=per_metric")
-        spec = get_protocol(protocol, overrides)
+        spec = get_protocol(protocol, overrides + list(set_ or []))
     else:
         if context is None or horizon is None:
             raise VidpredError("give --context and --horizon, or --protocol NAME")
+        if set_:
+            raise VidpredError("--set overrides protocol settings: use it with --protocol NAME")
         spec = adhoc_protocol(context, horizon, split or "test", wanted or ("psnr", "ssim", "lpips", "mse", "l1"),
                               samples or 1, clips, seed)
     result = evaluate_one(store, method, spec, out, model=model, track=track, required_metrics=wanted or (),

@@ -424,3 +424,20 @@ def test_moso_predictor_samples_best_of_n_from_a_trained_model(tmp_path, monkeyp
     with open(tmp_path / "ev" / "per_clip.csv") as fh:
         used = {int(r["psnr_trial"]) for r in csv.DictReader(fh)}
     assert used <= {0, 1, 2}
+
+
+def test_cli_protocol_with_overrides(shapes, tmp_path):
+    from vidpred.cli import app
+
+    out = tmp_path / "p"
+    res = CliRunner().invoke(app, ["evaluate", "--store", str(shapes), "--method", "linear", "--out", str(out),
+                                   "--protocol", "shapes-corrwise", "--set", "clips.count=3", "--metrics", "psnr,l1",
+                                   "--split", "val", "--no-mlflow"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert (doc["protocol"], doc["num_clips"], doc["split"], set(doc["metrics"])) == ("shapes-corrwise", 3, "val",
+                                                                                      {"psnr", "l1"})
+    assert all(c["video_id"].startswith("val-") for c in doc["clips"])
+    res = CliRunner().invoke(app, ["evaluate", "--store", str(shapes), "--method", "linear", "--out", str(out),
+                                   "--context", "2", "--horizon", "2", "--set", "clips.count=3"])
+    assert res.exit_code != 0 and "use it with --protocol" in str(res.exception)

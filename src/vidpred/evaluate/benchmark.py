@@ -165,16 +165,12 @@ def score_method(store, predictor: Predictor, protocol: Protocol, metrics: Metri
             trials = range(pred.shape[1]) if protocol.fvd_samples == "all" else range(1)
             for t in trials:
                 fake_feats.append(metrics.fvd.features(torch.cat([context, pred[:, t]], 1)[:, :f]))
-        if len(samples) < SAMPLE_CLIPS:
-            shown = 0
-            if "psnr" in scores and protocol.best_of == "per_metric":
-                shown_idx = scores["psnr"].mean(-1).argmax(1)
-            else:
-                shown_idx = torch.zeros(len(chunk), dtype=torch.long)
+        if len(samples) < SAMPLE_CLIPS:  # the grid shows the best-PSNR trial (trial 0 without best-of)
+            shown = (scores["psnr"].mean(-1).argmax(1) if "psnr" in scores and protocol.best_of == "per_metric"
+                     else torch.zeros(len(chunk), dtype=torch.long))
             for j in range(min(len(chunk), SAMPLE_CLIPS - len(samples))):
-                shown = int(shown_idx[j])
                 samples.append({"video_id": chunk[j][0], "clip_start": chunk[j][1], "context": context[j],
-                                "truth": truth[j], "prediction": pred[j, shown]})
+                                "truth": truth[j], "prediction": pred[j, int(shown[j])]})
         bar.update(len(chunk))
     bar.close()
     out = Scores(predictor.name, list(clips), {m: np.concatenate(v) for m, v in per_frame.items()},
@@ -344,7 +340,8 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _data_md5(store_dir: Path) -> str | None:
+def _data_md5() -> str | None:
+    """The pipeline's data md5 (env ``VIDPRED_DATA_MD5``, set by the components); None for a standalone run."""
     import os
 
     return os.environ.get("VIDPRED_DATA_MD5") or None
@@ -374,7 +371,7 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
         from vidpred.evaluate.keypoints import evaluate_keypoints_protocol
 
         return [evaluate_keypoints_protocol(store, track, protocol, model, out_dir_for(method), log_mlflow=log_mlflow,
-                                            parent_run_id=parent_run_id, data_md5=_data_md5(store_dir))
+                                            parent_run_id=parent_run_id, data_md5=_data_md5())
                 for method, model in methods]
     check_store(store, protocol)
     clips = select_clips(store.manifest, protocol)
@@ -385,7 +382,7 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
         predictor = load_predictor(method, model, device, options)
         scores = score_method(store, predictor, protocol, metrics, clips, batch_size, protocol.clip_seed, progress)
         done.append((scores, summarise(scores, protocol, metrics, track=track, model=str(model) if model else None,
-                                       store=store, data_md5=_data_md5(store_dir), predictor=predictor.describe())))
+                                       store=store, data_md5=_data_md5(), predictor=predictor.describe())))
     curves = {summary["method"]: summary for _, summary in done}
     results = []
     for scores, summary in done:

@@ -195,6 +195,9 @@ class MosoPredictor(Predictor):
             raise VidpredError(f"the MOSO-Transformer was trained with {self.trained_context} context frames, "
                                f"the protocol gives {k}")
         ctx = context.to(self.device)
+        if generator is not None and generator.device != self.device:  # sampling draws on the model's device
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            generator = torch.Generator(device=self.device).manual_seed(seed)
         out = [predict_video(self.vqvae, self.transformer, ctx, k + horizon, self.raw_content, self.lower, self.upper,
                              self.steps, self.temperature, generator, self.token_temperature)[:, k:].cpu()
                for _ in range(samples)]
