@@ -39,12 +39,15 @@ bench: install ## speed figures (ratios measured in one run); needs the ffmpeg C
 data: install ## re-prepare data/ (default dataset), dvc add + push (updates data.dvc)
 	$(BIN)/vidpred data version
 
-moso-cpu: install ## the MOSO cpu-profile figures (~30 min): data, VQVAE, tokens, Transformer, the 32-px ablation
+moso-cpu: install ## the MOSO cpu-profile figures (~30 min): data, VQVAE, tokens, Transformer, test evaluation, the 32-px ablation
 	$(BIN)/vidpred data prepare --dataset shapes --out stores/shapes --size 64 --clip-len 8 -o num_videos=128 -o num_val=8 -o num_test=8
 	$(BIN)/vidpred preprocess moso --input stores/shapes --out stores/shapes-moso --clip-len 8
 	$(BIN)/vidpred train moso-vqvae --config cpu/moso-vqvae
 	$(BIN)/vidpred moso tokens --vqvae runs/cpu/moso-vqvae/moso_vqvae.pt --store stores/shapes-moso --out stores/shapes-moso-tokens --context 2
 	$(BIN)/vidpred train moso-transformer --config cpu/moso-transformer
+	for m in moso copy-last linear; do model=$$( [ $$m = moso ] && echo "--model runs/cpu/moso-transformer" ); \
+	  $(BIN)/vidpred evaluate --store stores/shapes --method $$m $$model --protocol shapes-moso --set clips.count=32 \
+	    --metrics psnr,ssim,mse,l1 --track cpu-moso --out runs/cpu/eval/test-$$m || exit 1; done
 	$(BIN)/vidpred data prepare --dataset shapes --out stores/shapes32 --size 32 --clip-len 8 -o num_videos=128 -o num_val=8 -o num_test=8
 	$(BIN)/vidpred preprocess moso --input stores/shapes32 --out stores/shapes32-moso --clip-len 8
 	$(BIN)/vidpred train moso-vqvae --config cpu/moso-vqvae-ablation-mso

@@ -122,6 +122,9 @@ def test_corrwise_predictor_from_file_and_from_an_mlflow_run(tmp_path):
     from vidpred.models.predictor import Predictor, PredictorConfig
     from vidpred.train.corrwise import save_predictor_file
 
+    from vidpred.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())  # the session's store, whatever an earlier test pointed mlflow at
     torch.manual_seed(0)
     net = Predictor(PredictorConfig(ngf=4, context_frames=3)).eval()
     save_predictor_file(net, tmp_path / "m" / "predictor.pt")
@@ -213,6 +216,9 @@ def test_outputs_intervals_plots_and_mlflow_run(shapes, tmp_path):
     from vidpred.evaluate.benchmark import evaluate_track
     from vidpred.evaluate.protocols import get_protocol
 
+    from vidpred.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())  # the session's store, whatever an earlier test pointed mlflow at
     with mlflow.start_run(run_name="parent") as parent:
         pass
     protocol = get_protocol("shapes-corrwise", ["clips.count=6", "metrics=[psnr,ssim,mse,l1]"])

@@ -327,8 +327,11 @@ class EvalResult:
 
     def describe(self) -> str:
         s = self.summary
-        head = (f"{s['method']} on {s['protocol']} ({s['split']}, {s['num_clips']} clips, {s['context']} → "
-                f"{s['horizon']} frames" + (f", best of {s['samples']}" if s['best_of'] == 'per_metric' else "") + ")")
+        if s["horizon"]:
+            head = (f"{s['method']} on {s['protocol']} ({s['split']}, {s['num_clips']} clips, {s['context']} → "
+                    f"{s['horizon']} frames" + (f", best of {s['samples']}" if s['best_of'] == 'per_metric' else "") + ")")
+        else:  # keypoint protocols score frames
+            head = f"{s['method']} on {s['protocol']} ({s['split']}, {s['num_clips']} frames)"
         lines = [head]
         for name, m in s["metrics"].items():
             ci = f" [{m['ci95'][0]:.4g}, {m['ci95'][1]:.4g}]" if m.get("ci95") else ""
