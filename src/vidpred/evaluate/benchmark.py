@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +271,15 @@ def samples_grid(samples: list[dict]) -> np.ndarray:
     return (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def write_outputs(out_dir: Path, summary: dict, scores: Scores, curves: dict[str, dict] | None = None) -> Path:
-    """Write one method's output folder atomically; ``curves`` = method → metrics.json of every method of the track."""
+def _plot_title(summary: dict) -> str:
+    return f"{summary['track']}: {summary['protocol']} ({summary['split']}, {summary['num_clips']} clips)"
+
+
+def write_outputs(out_dir: Path, summary: dict, scores: Scores, per_frame_png: Path | None = None) -> Path:
+    """Write one method's output folder atomically; ``per_frame_png``: the track's plot (all its methods) to copy,
+    else this method's curves are plotted."""
+    import shutil
+
     from PIL import Image
 
     from vidpred.evaluate.plots import plot_per_frame
@@ -279,8 +287,10 @@ def write_outputs(out_dir: Path, summary: dict, scores: Scores, curves: dict[str
     with atomic_dir(out_dir) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         _write_csv(tmp / "per_clip.csv", scores, summary["context"])
-        plot_per_frame(curves or {summary["method"]: summary}, tmp / "per_frame.png",
-                       title=f"{summary['track']}: {summary['protocol']} ({summary['split']}, {summary['num_clips']} clips)")
+        if per_frame_png is not None:
+            shutil.copyfile(per_frame_png, tmp / "per_frame.png")
+        else:
+            plot_per_frame({summary["method"]: summary}, tmp / "per_frame.png", title=_plot_title(summary))
         if scores.samples:
             Image.fromarray(samples_grid(scores.samples)).save(tmp / "samples.png")
     return Path(out_dir)
@@ -309,10 +319,14 @@ def log_evaluation(summary: dict, out_dir: Path, parent_run_id: str | None = Non
             if m.get("ci95"):
                 headline[f"{metric}_ci_low"], headline[f"{metric}_ci_high"] = m["ci95"]
         tracking.log_metrics({k: v for k, v in headline.items() if _finite(v) is not None})
-        for metric, m in summary["metrics"].items():
-            for frame, value in zip(summary["frames"], m.get("per_frame") or []):
-                if _finite(value) is not None:
-                    mlflow.log_metric(f"{metric}_per_frame", float(value), step=int(frame))
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        curve = [Metric(f"{metric}_per_frame", float(value), now, int(frame))
+                 for metric, m in summary["metrics"].items()
+                 for frame, value in zip(summary["frames"], m.get("per_frame") or []) if _finite(value) is not None]
+        for i in range(0, len(curve), 1000):  # MLflow's batch limit
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=curve[i:i + 1000])
         mlflow.log_artifacts(str(out_dir), artifact_path="evaluation")
         return run.info.run_id
 
@@ -386,12 +400,18 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
         scores = score_method(store, predictor, protocol, metrics, clips, batch_size, protocol.clip_seed, progress)
         done.append((scores, summarise(scores, protocol, metrics, track=track, model=str(model) if model else None,
                                        store=store, data_md5=_data_md5(), predictor=predictor.describe())))
-    curves = {summary["method"]: summary for _, summary in done}
+    import tempfile
+
+    from vidpred.evaluate.plots import plot_per_frame
+
     results = []
-    for scores, summary in done:
-        out_dir = write_outputs(out_dir_for(summary["method"]), summary, scores, curves)
-        run_id = log_evaluation(summary, out_dir, parent_run_id) if log_mlflow else None
-        results.append(EvalResult(out_dir, summary, run_id))
+    with tempfile.TemporaryDirectory() as tmp:  # one plot of every method of the track, copied into each folder
+        plot = plot_per_frame({summary["method"]: summary for _, summary in done}, Path(tmp) / "per_frame.png",
+                              title=_plot_title(done[0][1]))
+        for scores, summary in done:
+            out_dir = write_outputs(out_dir_for(summary["method"]), summary, scores, plot)
+            run_id = log_evaluation(summary, out_dir, parent_run_id) if log_mlflow else None
+            results.append(EvalResult(out_dir, summary, run_id))
     return results
 
 

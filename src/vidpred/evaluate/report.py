@@ -577,42 +577,10 @@ def _paper_table(track: str, entry: dict, evals: list[Evaluation]) -> Table | No
 
 def _per_frame_plot(track: str, evals: list[Evaluation], path: Path) -> bool:
     """One figure, one axis per metric, every method of the track as a line with its 95 % band."""
-    metrics = _metric_sort({m for ev in evals for m in ev.metrics if ev.per_frame(m) is not None})
-    if not metrics:
-        return False
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from vidpred.evaluate.plots import plot_per_frame
 
-    ncols = min(3, len(metrics))
-    nrows = math.ceil(len(metrics) / ncols)
-    fig = Figure(figsize=(4.4 * ncols, 3.3 * nrows), dpi=100)
-    FigureCanvasAgg(fig)
-    for i, metric in enumerate(metrics):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
-        for ev in evals:
-            values = ev.per_frame(metric)
-            if values is None:
-                continue
-            x = list(range(1, len(values) + 1))
-            y = [math.nan if v is None else v for v in values]
-            label = ev.method + (" (stand-in)" if ev.stand_in(metric) else "")
-            line, = ax.plot(x, y, marker="o", markersize=3, linestyle="--" if ev.is_baseline else "-", label=label)
-            band = (ev.metrics.get(metric) or {}).get("per_frame_ci95")
-            if isinstance(band, list) and len(band) == len(values):
-                lo = [_finite(b[0]) if isinstance(b, (list, tuple)) and len(b) == 2 else None for b in band]
-                hi = [_finite(b[1]) if isinstance(b, (list, tuple)) and len(b) == 2 else None for b in band]
-                ax.fill_between(x, [math.nan if v is None else v for v in lo],
-                                [math.nan if v is None else v for v in hi], color=line.get_color(), alpha=0.2,
-                                linewidth=0)
-        arrow = "↑" if _higher_is_better(evals, metric) else "↓"
-        ax.set_title(f"{metric} ({_unit(evals, metric)}) {arrow}")
-        ax.set_xlabel("predicted frame")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{track}: per predicted frame (bands: 95 % interval over clips)")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return True
+    curves = {ev.method: ev.data for ev in evals}
+    return plot_per_frame(curves, path, f"{track}: per predicted frame (bands: 95 % interval over clips)") is not None
 
 
 def _caveats(track: str, evals: list[Evaluation], entry: dict | None, profile: str | None) -> list[str]:
