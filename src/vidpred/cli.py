@@ -41,7 +41,8 @@ def data_prepare(
     dataset: str = typer.Option(..., help="Source name: kth, bair, kitti, vimeo90k, bbcpose, mmnist, folder, shapes, toycar."),
     out: Path = typer.Option(..., help="Output store directory (written atomically)."),
     source: Optional[str] = typer.Option(None, help="Local path or URL of the raw data (default: the source's own)."),
-    size: int = typer.Option(64, help="Frames are centre-cropped square and resized to SIZE×SIZE."),
+    size: str = typer.Option("64", help="Frame size: N (square N×N) or HxW, e.g. 64x128."),
+    crop: str = typer.Option("center", help="center (centre crop to the target aspect, then resize), aspect (resize so the target fits, then centre crop; KITTI 256x512), full (resize, aspect not kept), bbox (around the source's keypoints, e.g. bbcpose)."),
     clip_len: int = typer.Option(16, "--clip-len", help="Clip length T the store must serve (videos shorter are reported)."),
     option: Optional[List[str]] = typer.Option(None, "--option", "-o", help="Source option key=value (repeatable), e.g. num_videos=8."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where downloads/extractions are cached (default ~/.cache/vidpred)."),
@@ -50,7 +51,7 @@ def data_prepare(
     from vidpred.data.prepare import prepare
 
     summary = prepare(dataset=dataset, out=out, source=source, size=size, clip_len=clip_len,
-                      options=_parse_options(option), cache_dir=cache_dir)
+                      options=_parse_options(option), cache_dir=cache_dir, crop=crop)
     typer.echo(summary.describe())
 
 

@@ -7,7 +7,7 @@ expectation carries ``meta.gate``; a gate passes when all its expectations pass.
 ===============  ==========================================================================================
 ``columns``      every manifest column of ``vidpred.data.store.MANIFEST_COLUMNS`` exists; at least one row
 ``types``        each column has its contract dtype and no nulls / NaN
-``ranges``       height = width = the store's ``size``; fps > 0; num_frames ≥ 1; 0 ≤ pixel_mean ≤ 255;
+``ranges``       height × width = the store's ``frame_shape`` [H, W, 3] (else its square ``size``); fps > 0; num_frames ≥ 1; 0 ≤ pixel_mean ≤ 255;
                  0 ≤ pixel_std ≤ 127.5 (the largest std of values in 0..255)
 ``unique_ids``   video_id is unique
 ``long_enough``  num_frames ≥ (clip_len − 1)·stride + 1 — every video yields at least one clip
@@ -119,6 +119,19 @@ def _shard_status(directory: Path, manifest) -> list[str]:
     return out
 
 
+def store_hw(meta: dict) -> tuple[int, int] | None:
+    """The (H, W) a store declares: ``frame_shape`` [H, W, 3], else ``size`` (N or [H, W]), else None."""
+    shape = meta.get("frame_shape")
+    if isinstance(shape, (list, tuple)) and len(shape) >= 2 and all(isinstance(v, int) for v in shape[:2]):
+        return int(shape[0]), int(shape[1])
+    size = meta.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return int(size[0]), int(size[1])
+    return None
+
+
 def _expectations(E, meta: dict, manifest, need: int, columns: dict) -> list[tuple[str, str, Any]]:
     """(gate, human description, GX expectation) for every check."""
     present = set(manifest.columns)
@@ -131,16 +144,17 @@ def _expectations(E, meta: dict, manifest, need: int, columns: dict) -> list[tup
         if col in present:
             specs.append(("types", f"{col} has dtype {dtype}", E.ExpectColumnValuesToBeOfType(column=col, type_=dtype)))
             specs.append(("types", f"{col} has no nulls/NaN", E.ExpectColumnValuesToNotBeNull(column=col)))
-    size = meta.get("size")
+    hw = store_hw(meta)
     ranges = [
         ("fps", "fps > 0", dict(min_value=0, strict_min=True)),
         ("num_frames", "num_frames >= 1", dict(min_value=1)),
         ("pixel_mean", "0 <= pixel_mean <= 255", dict(min_value=0, max_value=255)),
         ("pixel_std", f"0 <= pixel_std <= {MAX_PIXEL_STD}", dict(min_value=0, max_value=MAX_PIXEL_STD)),
     ]
-    if size is not None:
-        ranges += [("height", f"height == store size {size}", dict(min_value=int(size), max_value=int(size))),
-                   ("width", f"width == store size {size}", dict(min_value=int(size), max_value=int(size)))]
+    if hw is not None:
+        what = ("store size", "store size") if hw[0] == hw[1] else ("store height", "store width")
+        ranges += [("height", f"height == {what[0]} {hw[0]}", dict(min_value=hw[0], max_value=hw[0])),
+                   ("width", f"width == {what[1]} {hw[1]}", dict(min_value=hw[1], max_value=hw[1]))]
     else:
         ranges += [("height", "height >= 1", dict(min_value=1)), ("width", "width >= 1", dict(min_value=1))]
     for col, text, kw in ranges:

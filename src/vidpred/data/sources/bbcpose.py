@@ -12,6 +12,11 @@ official ``.mat`` annotations to this once). When present it is passed on as
 ``ground_truth["centers"]`` and the record has ``meta["has_keypoints"] = True``. For frame folders T
 must equal the number of images (checked).
 
+Geometry: ``vidpred data prepare --crop bbox`` crops each video around its keypoints — the tight box of
+all of the video's annotated keypoints, dilated by ``BBOX_MARGIN`` = 150 px on each side (landmarks
+paper, appendix B), then resized (rules in :mod:`vidpred.data.frames`); the keypoints are transformed
+with the crop and stored as ``centers``. Videos without a keypoints file are rejected in that mode.
+
 Splits: videos 1–10 ``train``, 11–15 ``val``, the rest ``test`` (IMPLEMENTATION-NOTES); override
 with options ``train_videos`` / ``val_videos`` (e.g. ``"1-10"``); unlisted videos are ``test``.
 ``video_id`` = ``bbcpose-<n, 2 digits>``.
@@ -57,9 +62,14 @@ def find_videos(root: Path) -> dict[int, Path]:
     return found
 
 
+BBOX_MARGIN = 150.0  # paper: landmarks appendix B — keypoint bounding box dilated by 150 px each way
+
+
 class BBCPoseSource:
     name = "bbcpose"
     description = "BBC Pose sign-language videos (local copy; registration required); keypoints as ground truth"
+    bbox_keypoints = "centers"  # ground-truth key `--crop bbox` crops around (original-frame pixels)
+    bbox_margin = BBOX_MARGIN
 
     def fetch(self, source: str | None, workdir: Path, options: dict) -> Path:
         if not source:
