@@ -38,4 +38,6 @@ def test_failed_gate_stops_the_pipeline(tmp_path):
     assert parent.info.status == "FAILED"
     stages = {r.data.tags["vidpred.stage"]: r.info.status for r in client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")}
-    assert stages == {"prepare_data": "FINISHED", "validate_data": "FAILED"}
+    # the toy experiment reads no dataset and does not wait for the gate: kfp.local may run it before or not at all
+    toy = stages.pop("toycar-corrwise-l1", "FINISHED")
+    assert toy == "FINISHED" and stages == {"prepare_data": "FINISHED", "validate_data": "FAILED"}
