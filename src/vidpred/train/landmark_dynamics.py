@@ -92,13 +92,13 @@ class DynamicsTask(Task):
     def validation(self, step):
         if not self.val_videos:
             return None
-        size = self.ae.cfg.image_size
+        h, w = self.ae.cfg.hw
         errs = []
         for _, s in self.val_videos:
             if len(s) <= self.context:
                 continue
             roll = self.lstm.rollout(s[None, :self.context], len(s) - self.context)[0]
-            d = grid_to_pixels(roll[..., :2], size, size) - grid_to_pixels(s[self.context:, :, :2], size, size)
+            d = grid_to_pixels(roll[..., :2], h, w) - grid_to_pixels(s[self.context:, :, :2], h, w)
             errs.append(d.norm(dim=-1).mean())
         return {"rollout_mu_error_px": float(torch.stack(errs).mean())} if errs else None
 

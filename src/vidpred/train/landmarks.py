@@ -282,10 +282,11 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> La
     eval_data = load_eval_data(store_dir, cfg.get("data.split", "train"), cfg.get("data.eval_split", EVAL_SPLIT),
                                int(cfg.get("eval.max_frames", 512)), int(cfg.get("train.seed", 0)))
     task = LandmarkTask(cfg, eval_data)
-    size = task.model_cfg.image_size
+    size = task.model_cfg.hw
     h, w = data.store.frames(data.videos[0]).shape[1:3]
-    if (h, w) != (size, size):
-        raise VidpredError(f"model.image_size={size} but the frames of {store_dir} are {h}×{w}")
+    if (h, w) != size:
+        raise VidpredError(f"model.image_size={task.model_cfg.image_size} (H×W {size[0]}×{size[1]}) but the frames "
+                           f"of {store_dir} are {h}×{w}; set model.image_size={h if h == w else [h, w]}")
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "landmarks")
     batches = epoch_batches(data, int(cfg["optim.batch_size"]), seed=settings.seed)
     with stage_logging("landmarks", cfg, out_dir, data_md5=data_md5, callback=callback) as log:

@@ -59,9 +59,10 @@ def extract_tokens(vqvae_path, moso_store, out, context: int, batch_size: int = 
         raise VidpredError(f"{vqvae_path}: tokens need a decomposed (mso) VQVAE, not the '{vqvae.cfg.decomposition}' ablation")
     store = load_moso_store(moso_store)
     t = store.meta["clip_len"]
-    if t != vqvae.cfg.frames or store.meta["height"] != vqvae.cfg.image_size:
-        raise VidpredError(f"MOSO store {moso_store} has clips of {t} frames at {store.meta['height']} px, "
-                           f"the VQVAE {vqvae_path} expects {vqvae.cfg.frames} at {vqvae.cfg.image_size}")
+    store_hw = (int(store.meta["height"]), int(store.meta.get("width", store.meta["height"])))
+    if t != vqvae.cfg.frames or store_hw != vqvae.cfg.hw:
+        raise VidpredError(f"MOSO store {moso_store} has clips of {t} frames at {store_hw[0]}×{store_hw[1]} px, "
+                           f"the VQVAE {vqvae_path} expects {vqvae.cfg.frames} at {vqvae.cfg.hw[0]}×{vqvae.cfg.hw[1]}")
     if not 1 <= context < t:
         raise VidpredError(f"tokens.context must be in 1..{t - 1} (clip length {t}), got {context}")
     raw = bool(meta.get("raw_content", False))

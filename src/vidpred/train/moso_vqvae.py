@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from vidpred.config import Config, load_config
 from vidpred.errors import VidpredError
+from vidpred.models.geometry import image_hw
 from vidpred.models.moso.inference import VQVAE_KIND, model_inputs, save_model
 from vidpred.models.moso.vqvae import (MosoVQVAE, VideoDiscriminator, VQVAEConfig, hinge_d_loss, hinge_g_loss,
                                        reconstruction_loss)
@@ -187,9 +188,14 @@ def main(config, overrides=(), callback=None) -> VQVAEResult:
     data = MosoClipDataset(store, cfg.get("data.split", "train"))
     meta = data.store.meta
     model = dict(cfg["model"])
-    if (meta["clip_len"], meta["height"]) != (model.get("frames"), model.get("image_size")):
-        raise VidpredError(f"model.frames/image_size = {model.get('frames')}/{model.get('image_size')} but MOSO store "
-                           f"{store} has clips of {meta['clip_len']} frames at {meta['height']} px")
+    store_hw = (int(meta["height"]), int(meta.get("width", meta["height"])))
+    model_hw = image_hw(model.get("image_size", VQVAEConfig.image_size))
+    if (meta["clip_len"], store_hw) != (model.get("frames"), model_hw):
+        want = store_hw[0] if store_hw[0] == store_hw[1] else list(store_hw)
+        raise VidpredError(f"model.frames/image_size = {model.get('frames')}/{model.get('image_size')} (H×W "
+                           f"{model_hw[0]}×{model_hw[1]}) but MOSO store {store} has clips of {meta['clip_len']} "
+                           f"frames at {store_hw[0]}×{store_hw[1]} px; set model.frames={meta['clip_len']} "
+                           f"model.image_size={want}")
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "moso_vqvae")
     torch.manual_seed(settings.seed)
     bs = int(cfg["optim.batch_size"])

@@ -22,13 +22,21 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from vidpred.config import dataclass_from_dict
+from vidpred.models.geometry import check_divisible, image_hw, normalize_image_size
 from vidpred.models.landmarks import gaussians as G
 
 
 @dataclass
 class AutoencoderConfig:
+    """Settings of :class:`LandmarkAutoencoder`.
+
+    ``image_size`` is the frame geometry: ``N`` for square N×N frames (every older config and model file) or
+    ``[H, W]`` for non-square ones (``"HxW"`` is read too); H and W must each be a multiple of
+    2**len(decoder_channels) and 2**pose_depth. Square sizes are stored as ``N``.
+    """
+
     num_landmarks: int = 30
-    image_size: int = 64
+    image_size: int | list[int] = 64
     pose_channels: int = 64          # first U-Net width; doubles per down block
     pose_depth: int = 4              # down blocks (up blocks = depth − 1; output at H/2)
     app_channels: int = 64           # C of the appearance feature map / per-part vectors
@@ -46,10 +54,13 @@ class AutoencoderConfig:
             raise VidpredError(f"model.decoder must be 'spade' or 'plain', got {self.decoder!r}")
         if self.num_landmarks < 1:
             raise VidpredError(f"model.num_landmarks must be ≥ 1, got {self.num_landmarks}")
-        if self.image_size % up or self.image_size % (2 ** self.pose_depth):
-            raise VidpredError(
-                f"model.image_size={self.image_size} must be divisible by 2**len(decoder_channels)={up} "
-                f"and 2**pose_depth={2 ** self.pose_depth}")
+        self.image_size = normalize_image_size(self.image_size)
+        check_divisible(self.image_size, {"2**len(decoder_channels)": up, "2**pose_depth": 2 ** self.pose_depth})
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(H, W) of the frames."""
+        return image_hw(self.image_size)
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoencoderConfig":
@@ -163,13 +174,14 @@ class LandmarkAutoencoder(nn.Module):
     # --- decoder ----------------------------------------------------------------------------------
     def decode(self, mu: torch.Tensor, cov: torch.Tensor, app: torch.Tensor) -> torch.Tensor:
         """Image (B, 3, H, W) from landmarks (μ, Σ) and appearance vectors (B, K, C)."""
-        size = self.cfg.image_size // 2 ** len(self.blocks)
-        heat = G.render_heatmaps(mu, cov, size, size, self.cfg.heatmap)
+        h, w = self.cfg.hw
+        h, w = h // 2 ** len(self.blocks), w // 2 ** len(self.blocks)
+        heat = G.render_heatmaps(mu, cov, h, w, self.cfg.heatmap)
         x = torch.einsum("bkhw,bkc->bchw", heat, app) / (1 + heat.sum(1, keepdim=True))
         for block in self.blocks:
             x = block(x, heat)
-            size *= 2
-            heat = G.render_heatmaps(mu, cov, size, size, self.cfg.heatmap)
+            h, w = 2 * h, 2 * w
+            heat = G.render_heatmaps(mu, cov, h, w, self.cfg.heatmap)
         return self.to_rgb(x)
 
     def forward(self, pose_images: torch.Tensor, app_images: torch.Tensor) -> dict:

@@ -25,6 +25,7 @@ from torch import nn
 from vidpred.config import dataclass_from_dict
 from vidpred.errors import VidpredError
 from vidpred.metrics.image import ssim as ssim_index
+from vidpred.models.geometry import check_divisible, image_hw, normalize_image_size
 from vidpred.models.moso.decoder import Decoder
 from vidpred.models.moso.encoders import ContentEncoder, MotionEncoder
 from vidpred.models.moso.quantizer import EMACodebook
@@ -32,7 +33,15 @@ from vidpred.models.moso.quantizer import EMACodebook
 
 @dataclass
 class VQVAEConfig:
-    image_size: int = 64
+    """Settings of :class:`MosoVQVAE`.
+
+    ``image_size`` is the frame geometry: ``N`` for square N×N frames (every older config and model file) or
+    ``[H, W]`` for non-square ones (``"HxW"`` is read too). H and W must each be a multiple of
+    ``scene_factor``, ``object_factor`` and ``motion_factor`` (powers of 2: the encoders' downsampling);
+    the token maps are then (H/f)×(W/f). Square sizes are stored as ``N``.
+    """
+
+    image_size: int | list[int] = 64
     frames: int = 8  # clip length T
     pool: int = 2  # frames per working pool of the motion encoder's attention
     channels: int = 64
@@ -63,19 +72,35 @@ class VQVAEConfig:
             raise VidpredError(f"model.decomposition must be 'mso' or 'none', got {self.decomposition!r}")
         if self.frames % self.pool:
             raise VidpredError(f"model.pool={self.pool} must divide model.frames={self.frames}")
-        for name in ("scene_factor", "object_factor", "motion_factor"):
+        self.image_size = normalize_image_size(self.image_size)
+        names = ("scene_factor", "object_factor", "motion_factor") if self.decomposition == "mso" else ("motion_factor",)
+        for name in names:
             f = getattr(self, name)
-            if f < 1 or f & (f - 1) or self.image_size % f:
-                raise VidpredError(f"model.{name}={f} must be a power of 2 dividing image_size={self.image_size}")
+            if not isinstance(f, int) or f < 1 or f & (f - 1):
+                raise VidpredError(f"model.{name}={f} must be a power of 2 (dividing H and W of image_size)")
+        check_divisible(self.image_size, {f"model.{n}": getattr(self, n) for n in names})
         if self.num_codes < 2 or self.embed_dim < 1:
             raise VidpredError("model.num_codes must be ≥ 2 and model.embed_dim ≥ 1")
 
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(H, W) of the frames."""
+        return image_hw(self.image_size)
+
+    def token_shape(self, name: str) -> tuple[int, int]:
+        """(h, w) of one token map: ``scene``, ``object`` or ``motion`` (per frame)."""
+        f = getattr(self, f"{name}_factor")
+        h, w = self.hw
+        return h // f, w // f
+
     def token_counts(self) -> dict[str, int]:
-        s = self.image_size
+        def n(name):
+            h, w = self.token_shape(name)
+            return h * w
+
         if self.decomposition == "none":
-            return {"motion": self.frames * self.groups * (s // self.motion_factor) ** 2}
-        return {"scene": (s // self.scene_factor) ** 2, "object": (s // self.object_factor) ** 2,
-                "motion": self.frames * (s // self.motion_factor) ** 2}
+            return {"motion": self.frames * self.groups * n("motion")}
+        return {"scene": n("scene"), "object": n("object"), "motion": self.frames * n("motion")}
 
 
 class MosoVQVAE(nn.Module):
@@ -132,7 +157,7 @@ class MosoVQVAE(nn.Module):
 
     # -- decoding -----------------------------------------------------------------------------------
     def decode(self, q: dict) -> torch.Tensor:
-        size = (self.cfg.image_size, self.cfg.image_size)
+        size = self.cfg.hw
         return self.decoder(q.get("scene"), q.get("object"), q["motion"], size)
 
     def features(self, tokens: dict) -> dict:
