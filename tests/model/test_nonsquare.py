@@ -142,8 +142,10 @@ def test_losses_and_metrics_on_a_nonsquare_pair(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_every_method_trains_and_predicts_on_nonsquare_frames(store, tmp_path, monkeypatch):
     from vidpred.evaluate.predictors import load_predictor
+    from vidpred.models.landmarks.autoencoder import AutoencoderConfig, LandmarkAutoencoder
     from vidpred.preprocess.moso import preprocess_store
     from vidpred.train import corrwise, landmark_dynamics, landmarks, moso_tokens, moso_transformer, moso_vqvae
+    from vidpred.train.landmarks import load_autoencoder, save_autoencoder
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
@@ -165,9 +167,18 @@ def test_every_method_trains_and_predicts_on_nonsquare_frames(store, tmp_path, m
         "dynamics.hidden=8", "dynamics.n_inputs=3", "dynamics.n_future=3", "train.max_steps=2",
         "train.ckpt_every=2", "train.sample_every=2", "eval.rollout_steps=4"])
     check(load_predictor("landmarks", tmp_path / "dyn").predict(_context(store, 3), 2))
+    square = torch.rand(2, 3, 3, H, H)
+    with pytest.raises(VidpredError, match="trained on 32×48 frames, the context frames are 32×32"):
+        load_predictor("landmarks", tmp_path / "dyn").predict(square, 2)
     with pytest.raises(VidpredError, match=r"H×W 32×32\) but the frames of .* are 32×48"):
         landmarks.main("smoke/landmarks", [f"data.store={store}", f"train.out_dir={tmp_path / 'lm-bad'}",
                                            *LM_TINY, "model.image_size=32"])
+    sq = tmp_path / "lm-square.pt"  # a square autoencoder on the non-square store: one clear error
+    save_autoencoder(LandmarkAutoencoder(AutoencoderConfig.from_dict(
+        {**load_autoencoder(tmp_path / "lm" / "landmarks.pt").cfg.to_dict(), "image_size": 32})), sq)
+    with pytest.raises(VidpredError, match="trained on 32×32 frames but the frames of .* are 32×48"):
+        landmark_dynamics.main("smoke/landmark_dynamics", [f"data.store={store}", f"train.out_dir={tmp_path / 'd-bad'}",
+                                                           f"model.autoencoder={sq}"])
 
     # MOSO: preprocess → VQVAE → tokens → Transformer
     preprocess_store(store, tmp_path / "moso", clip_len=4)
@@ -182,3 +193,5 @@ def test_every_method_trains_and_predicts_on_nonsquare_frames(store, tmp_path, m
                           TR_TINY + [f"data.tokens={tmp_path / 'tok'}", f"train.out_dir={tmp_path / 'tr'}"])
     pred = load_predictor("moso", tmp_path / "tr", options={"steps": 2})
     check(pred.predict(_context(store, 2), 4, samples=2, generator=torch.Generator().manual_seed(0)), n=2, horizon=4)
+    with pytest.raises(VidpredError, match="trained on 32×48 frames, the context frames are 32×32"):
+        pred.predict(square[:, :2], 2)

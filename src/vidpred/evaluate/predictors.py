@@ -190,6 +190,7 @@ class MosoPredictor(Predictor):
     def _predict(self, context, horizon, samples, generator):
         from vidpred.models.moso.inference import predict_video
 
+        _check_frame_size(self.name, self.vqvae_path, self.vqvae.cfg.hw, context)
         k = context.shape[1]
         if self.trained_context is not None and int(self.trained_context) != k:
             raise VidpredError(f"the MOSO-Transformer was trained with {self.trained_context} context frames, "
@@ -202,6 +203,14 @@ class MosoPredictor(Predictor):
                              self.steps, self.temperature, generator, self.token_temperature)[:, k:].cpu()
                for _ in range(samples)]
         return torch.stack(out, dim=1)
+
+
+def _check_frame_size(name: str, model_path, hw: tuple[int, int], context: torch.Tensor) -> None:
+    """One clear error when the context frames are not the H×W the model was trained on."""
+    h, w = context.shape[-2:]
+    if (h, w) != tuple(hw):
+        raise VidpredError(f"{name}: the model {model_path} was trained on {hw[0]}×{hw[1]} frames, the context "
+                           f"frames are {h}×{w} (prepare the store with --size {hw[0]}x{hw[1]} or train on this one)")
 
 
 class LandmarkPredictor(Predictor):
@@ -238,6 +247,7 @@ class LandmarkPredictor(Predictor):
 
         from vidpred.models.landmarks import inference
 
+        _check_frame_size(self.name, self.autoencoder_path, self.net.cfg.hw, context)
         out = []
         for clip in context:
             frames = (clip.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

@@ -148,6 +148,10 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
     eval_split = cfg.get("data.eval_split", EVAL_SPLIT)
     require_split(f"store {cfg['data.store']}", store.manifest["split"], eval_split, store.meta.get("dataset"))
     ae = load_autoencoder(cfg["model.autoencoder"])
+    h, w = np.asarray(store.frames(store.manifest["video_id"].iloc[0])).shape[1:3]
+    if (h, w) != ae.cfg.hw:
+        raise VidpredError(f"the autoencoder {cfg['model.autoencoder']} was trained on {ae.cfg.hw[0]}×{ae.cfg.hw[1]} "
+                           f"frames but the frames of {cfg['data.store']} are {h}×{w}")
     for p in ae.parameters():
         p.requires_grad_(False)
     n, m = int(cfg["dynamics.n_inputs"]), int(cfg["dynamics.n_future"])
