@@ -111,8 +111,7 @@ def generate(vqvae: Path = VqvaeOpt, transformer: Path = TransOpt, out: Path = O
 
     vq, _ = load_vqvae(vqvae)
     tr, _ = load_transformer(transformer)
-    s = vq.cfg.image_size
-    tok = generate_tokens(tr, num, (s // vq.cfg.scene_factor,) * 2, (s // vq.cfg.object_factor,) * 2, steps,
+    tok = generate_tokens(tr, num, vq.cfg.token_shape("scene"), vq.cfg.token_shape("object"), steps,
                           temperature, torch.Generator().manual_seed(seed), token_temperature=token_temperature)
     video = vq.decode_tokens(tok).clamp(0, 1)
     typer.echo(f"wrote {write_video_outputs(out, {f'sample-{i}': v for i, v in enumerate(video)})}")

@@ -135,6 +135,11 @@ def test_vqvae_tokens_transformer_and_commands(tiny, monkeypatch):
     assert res.exit_code == 0, res.output
     assert len(list((tiny / "pred" / "prediction").glob("*.png"))) == 7
     assert (tiny / "pred" / "prediction.gif").is_file() and (tiny / "pred" / "grid.png").is_file()
+    res = runner.invoke(app, ["moso", "generate", "--vqvae", str(tiny / "vq" / "moso_vqvae.pt"), "--transformer",
+                              str(tiny / "tr" / "moso_transformer.pt"), "--out", str(tiny / "gen"), "--num", "2",
+                              "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tiny / "gen" / "sample-1.gif").is_file() and (tiny / "gen" / "grid.png").is_file()
     res = runner.invoke(app, ["moso", "manipulate", *args, "--out", str(tiny / "man"), "--clip-a", "0",
                               "--clip-b", "5"])
     assert res.exit_code == 0, res.output
