@@ -61,30 +61,14 @@ def image_files(folder: Path) -> list[Path]:
 
 
 CROP_MODES = ("center", "aspect", "full", "bbox")
-MIN_SIDE = 1
 
 
 def parse_size(value) -> tuple[int, int]:
-    """``64``/``"64"`` → (64, 64); ``"64x128"`` → (H=64, W=128); a (H, W) pair passes through.
+    """``64``/``"64"`` → (64, 64); ``"64x128"`` → (H=64, W=128); a (H, W) pair passes through; anything else is
+    one VidpredError naming ``--size`` (the shared parser :func:`vidpred.models.geometry.image_hw`)."""
+    from vidpred.models.geometry import image_hw
 
-    Raises VidpredError naming the value when it is not one of those with positive integers."""
-    if isinstance(value, bool):
-        raise VidpredError(f"--size must be N or HxW (positive integers), got {value!r}")
-    if isinstance(value, (int, np.integer)):
-        hw = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-        hw = (int(value[0]), int(value[1]))
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
-        hw = (int(value), int(value))
-    elif isinstance(value, str) and re.fullmatch(r"\s*\d+\s*[xX×]\s*\d+\s*", value):
-        h, w = re.split(r"[xX×]", value)
-        hw = (int(h), int(w))
-    else:
-        raise VidpredError(f"--size must be N or HxW (positive integers, e.g. 64 or 64x128), got {value!r}")
-    if min(hw) < MIN_SIDE:
-        raise VidpredError(f"--size must be N or HxW with positive sides, got {value!r}")
-    return hw
+    return image_hw(value, "--size")
 
 
 class Geometry:

@@ -8,31 +8,27 @@ one error a model raises when H or W does not fit its down/upsampling.
 
 from __future__ import annotations
 
+import numbers
+import re
+
 from vidpred.errors import VidpredError
 
 
 def image_hw(value, name: str = "model.image_size") -> tuple[int, int]:
-    """``N`` → ``(N, N)``; ``[H, W]`` / ``(H, W)`` / ``"HxW"`` → ``(H, W)``; anything else is a VidpredError."""
-    if isinstance(value, str):
-        parts = value.lower().replace("×", "x").split("x")
-        try:
-            nums = [int(p) for p in parts]
-        except ValueError:
-            nums = None
-        if nums is None or len(nums) not in (1, 2):
-            raise VidpredError(f"{name} must be N or [H, W] (or 'HxW'), got {value!r}")
+    """``N`` / ``"N"`` → ``(N, N)``; ``[H, W]`` / ``(H, W)`` / ``"HxW"`` → ``(H, W)``; anything else is one
+    VidpredError naming ``name``. The one size parser: ``vidpred data prepare --size`` uses it too."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*([xX×]\s*\d+\s*)?", value):
+        nums = [int(p) for p in re.split(r"[xX×]", value)]
         value = nums[0] if len(nums) == 1 else nums
-    if isinstance(value, bool):
-        raise VidpredError(f"{name} must be N or [H, W], got {value!r}")
-    if isinstance(value, int):
-        hw = (value, value)
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
+    if is_int(value):
+        hw = (int(value), int(value))
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) for v in value):
         hw = (int(value[0]), int(value[1]))
     else:
-        raise VidpredError(f"{name} must be N or [H, W] (two integers), got {value!r}")
+        raise VidpredError(f"{name} must be N or [H, W] (two positive integers; 'HxW' also works), got {value!r}")
     if min(hw) < 1:
-        raise VidpredError(f"{name} must be positive, got {value!r}")
+        raise VidpredError(f"{name} must be N or [H, W] with positive sides, got {value!r}")
     return hw
 
 
@@ -40,10 +36,6 @@ def normalize_image_size(value, name: str = "model.image_size") -> int | list[in
     """The stored form: ``N`` when square, ``[H, W]`` otherwise."""
     h, w = image_hw(value, name)
     return h if h == w else [h, w]
-
-
-def describe_hw(hw: tuple[int, int]) -> str:
-    return f"{hw[0]}×{hw[1]}"
 
 
 def check_divisible(value, factors: dict[str, int], name: str = "model.image_size") -> tuple[int, int]:
