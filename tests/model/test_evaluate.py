@@ -373,9 +373,9 @@ def test_landmark_and_keypoint_evaluation_of_trained_models(shapes, tmp_path, mo
     from vidpred.train import landmark_dynamics, landmarks
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tiny = ["model.num_landmarks=4", "model.image_size=32", "model.pose_channels=4", "model.pose_depth=2",
-            "model.app_channels=4", "model.decoder_channels=[8,8,8,4]", "model.spade_hidden=8", "optim.batch_size=4",
-            "train.max_steps=2", "train.log_every=1", "train.ckpt_every=2", "train.sample_every=2", "eval.max_frames=16"]
+    from tests.model.test_landmarks_stages import TINY
+
+    tiny = [*TINY, "train.max_steps=2", "train.ckpt_every=2", "train.sample_every=2", "eval.max_frames=16"]
     landmarks.main("smoke/landmarks", [f"data.store={shapes}", f"train.out_dir={tmp_path / 'lm'}", *tiny])
     landmark_dynamics.main("smoke/landmark_dynamics", [
         f"data.store={shapes}", f"train.out_dir={tmp_path / 'dyn'}", f"model.autoencoder={tmp_path / 'lm' / 'landmarks.pt'}",

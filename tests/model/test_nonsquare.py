@@ -13,22 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model.test_landmarks_stages import TINY as LM_SQUARE
+from tests.model.test_moso_stages import TINY_TR, TINY_VQ
 from vidpred.errors import VidpredError
 
 H, W = 32, 48
 HW = f"[{H},{W}]"
-LM_TINY = ["model.num_landmarks=4", f"model.image_size={HW}", "model.pose_channels=4", "model.pose_depth=2",
-           "model.app_channels=4", "model.decoder_channels=[8,8,8,4]", "model.spade_hidden=8",
-           "optim.batch_size=4", "train.max_steps=2", "train.log_every=1", "train.ckpt_every=2",
-           "train.sample_every=2", "eval.max_frames=16"]
-VQ_TINY = [f"model.image_size={HW}", "model.frames=4", "model.pool=2", "model.channels=8", "model.embed_dim=8",
-           "model.num_codes=32", "model.res_hidden=8", "model.head_dim=8", "model.scene_factor=4",
-           "model.object_factor=4", "model.motion_factor=8", "optim.batch_size=2", "train.max_steps=2",
-           "train.log_every=1", "train.ckpt_every=2", "train.sample_every=2", "preprocess.warmup_steps=1",
-           "train.log_model=false", "eval.max_clips=2"]
-TR_TINY = ["model.dim=16", "model.heads=2", "model.mlp_dim=16", "optim.batch_size=2", "train.max_steps=2",
-           "train.log_every=1", "train.ckpt_every=2", "train.sample_every=2", "sample.steps=2",
-           "train.log_model=false", "eval.max_clips=2"]
+# the tiny settings of the square stage tests, with a non-square image_size (later overrides win)
+_SHORT = [f"model.image_size={HW}", "train.max_steps=2", "train.ckpt_every=2", "train.sample_every=2"]
+LM_TINY = [*LM_SQUARE, *_SHORT, "eval.max_frames=16"]
+VQ_TINY = [*TINY_VQ, *_SHORT, "preprocess.warmup_steps=1"]
+TR_TINY = TINY_TR
 
 
 @pytest.fixture(scope="module")
