@@ -271,26 +271,18 @@ def samples_grid(samples: list[dict]) -> np.ndarray:
     return (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def _plot_title(summary: dict) -> str:
-    return f"{summary['track']}: {summary['protocol']} ({summary['split']}, {summary['num_clips']} clips)"
-
-
 def write_outputs(out_dir: Path, summary: dict, scores: Scores, per_frame_png: Path | None = None) -> Path:
-    """Write one method's output folder atomically; ``per_frame_png``: the track's plot (all its methods) to copy,
-    else this method's curves are plotted."""
+    """Write one method's output folder atomically; ``per_frame_png``: the track's plot (all its methods; None
+    when no metric has per-frame values) is copied in."""
     import shutil
 
     from PIL import Image
-
-    from vidpred.evaluate.plots import plot_per_frame
 
     with atomic_dir(out_dir) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
         _write_csv(tmp / "per_clip.csv", scores, summary["context"])
         if per_frame_png is not None:
             shutil.copyfile(per_frame_png, tmp / "per_frame.png")
-        else:
-            plot_per_frame({summary["method"]: summary}, tmp / "per_frame.png", title=_plot_title(summary))
         if scores.samples:
             Image.fromarray(samples_grid(scores.samples)).save(tmp / "samples.png")
     return Path(out_dir)
@@ -407,8 +399,12 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
     results = []
     with tempfile.TemporaryDirectory() as tmp:  # one plot of every method of the track, copied into each folder
         plot = plot_per_frame({summary["method"]: summary for _, summary in done}, Path(tmp) / "per_frame.png",
-                              title=_plot_title(done[0][1]))
+                              title=f"{track}: {protocol.name} ({protocol.split}, {len(clips)} clips)")
         for scores, summary in done:
+            if plot is None:  # no metric with per-frame values (e.g. FVD only)
+                summary["images"].pop("per_frame", None)
+            if not scores.samples:
+                summary["images"].pop("samples", None)
             out_dir = write_outputs(out_dir_for(summary["method"]), summary, scores, plot)
             run_id = log_evaluation(summary, out_dir, parent_run_id) if log_mlflow else None
             results.append(EvalResult(out_dir, summary, run_id))

@@ -54,7 +54,7 @@ from vidpred.errors import VidpredError
 PAPER_NUMBERS_FILE = REPO_ROOT / "configs" / "paper_numbers.yaml"
 EVAL_STAGE = "evaluate"
 EVAL_FORMAT = "vidpred-eval/"
-IMAGE_FILES = ("per_frame.png", "samples.png")
+IMAGE_FILES = ("samples.png",)  # per-frame plots are drawn from metrics.json
 BASELINES = ("linear", "copy-last")  # listed after our methods, in this order
 PAPER_METHODS = ("corrwise", "moso", "landmarks", "copy-last")
 PAPER_METRICS = ("psnr", "ssim", "lpips", "fvd", "mse", "l1", "keypoint_acc")
@@ -709,14 +709,7 @@ def render_report(evaluations: list[Evaluation], parent_tags: Mapping[str, str],
             images.append(plot)
             blocks.append(("img", Image(plot, f"{track}: per-frame metrics of all methods")))
         else:
-            own = [ev for ev in evals if "per_frame" in ev.images]
-            for ev in own:
-                rel = f"images/per_frame_{_slug(track)}_{_slug(ev.method)}.png"
-                shutil.copyfile(ev.images["per_frame"], out / rel)
-                images.append(rel)
-                blocks.append(("img", Image(rel, f"{track} / {ev.method}: per-frame metrics")))
-            if not own:
-                blocks.append(("p", "No per-frame values (set-level or keypoint metrics only)."))
+            blocks.append(("p", "No per-frame values (set-level or keypoint metrics only)."))
         blocks.append(("h", 3, "Samples"))
         any_samples = False
         for ev in evals:
