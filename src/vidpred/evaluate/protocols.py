@@ -82,11 +82,15 @@ def get_protocol(name: str, overrides: Iterable[str] = ()) -> Protocol:
     if name not in table:
         raise VidpredError(f"unknown protocol '{name}' (known: {', '.join(sorted(table))})")
     raw = dict(table[name])
+    prefix = f"protocols.{name}."
+    return _from_raw(name, raw, {k[len(prefix):]: v for k, v in cfg.provenance.items() if k.startswith(prefix)})
+
+
+def _from_raw(name: str, raw: dict, prov: dict) -> Protocol:
+    """A checked :class:`Protocol` from its YAML mapping (one VidpredError naming the setting otherwise)."""
     unknown = sorted(set(raw) - _KEYS)
     if unknown:
         raise VidpredError(f"protocol {name}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
-    prefix = f"protocols.{name}."
-    prov = {k[len(prefix):]: v for k, v in cfg.provenance.items() if k.startswith(prefix)}
     where = f"protocol {name}"
     kind = raw.get("kind", "prediction")
     if kind not in ("prediction", "keypoints"):
@@ -139,21 +143,14 @@ def get_protocol(name: str, overrides: Iterable[str] = ()) -> Protocol:
 def adhoc_protocol(context: int, horizon: int, split: str = "test", metrics: Iterable[str] = ("psnr", "ssim"),
                    samples: int = 1, clips: int | None = None, seed: int = 0) -> Protocol:
     """A protocol built from command-line numbers (``vidpred evaluate`` without ``--protocol``)."""
-    metrics = tuple(metrics)
+    metrics = list(metrics)
     bad = [m for m in metrics if m not in IMAGE_METRICS + SET_METRICS]
     if bad:
         raise VidpredError(f"--metrics: unknown metric(s) {', '.join(bad)} (known: {', '.join(IMAGE_METRICS + SET_METRICS)})")
     raw = {"kind": "prediction", "split": split, "context": context, "horizon": horizon, "samples": samples,
-           "best_of": "per_metric" if samples > 1 else "single", "metrics": list(metrics),
+           "best_of": "per_metric" if samples > 1 else "single", "metrics": metrics,
            "clips": {"mode": "random", "count": clips, "seed": seed, "step": 1}}
-    p = Protocol(name="custom", split=split, context=_int(context, "--context", 1), horizon=_int(horizon, "--horizon", 1),
-                 clip_count=clips, clip_seed=seed, samples=_int(samples, "--samples", 1),
-                 best_of=raw["best_of"], metrics=metrics, raw=raw,
-                 provenance={"": "override: command line"})
-    if "fvd" in metrics and p.fvd_frames > p.span:
-        raise VidpredError(f"FVD needs {p.fvd_frames}-frame videos (StyleGAN-V convention) but --context + --horizon "
-                           f"is {p.span} frames")
-    return p
+    return _from_raw("custom", raw, {"": "override: command line"})
 
 
 def select_clips(manifest, protocol: Protocol) -> list[tuple[str, int]]:
