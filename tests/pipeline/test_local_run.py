@@ -79,6 +79,15 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys, monkeypatc
     [corr] = result.run_dir.glob("evaluate-track*/evaluation/corrwise/metrics.json")
     doc = json.loads(corr.read_text())
     assert doc["protocol"] == "shapes-corrwise" and doc["metrics"]["lpips"]["stand_in"] is True
+    # each trained predictor loads back from its stage run: vidpred evaluate --model runs:/<run id>/model
+    import torch
+
+    from vidpred.evaluate.predictors import load_predictor
+
+    for stage, method in (("corrwise", "corrwise"), ("moso_transformer", "moso"), ("landmark_dynamics", "landmarks")):
+        pred = load_predictor(method, f"runs:/{by_stage[stage].info.run_id}/model", options={"steps": 2}
+                              if method == "moso" else None)
+        assert pred.predict(torch.rand(1, 3 if method == "corrwise" else 2, 3, 32, 32), 2).shape[2:] == (2, 3, 32, 32)
     report = result.run_dir / "make-report" / "report"
     html = (report / "report.html").read_text()
     assert "<table" in html and html.count("data:image/png;base64,") >= 6 and "stand-in" in html

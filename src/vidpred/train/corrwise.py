@@ -152,6 +152,7 @@ def main(config: str | Path, overrides=(), progress: bool = True) -> TrainResult
     settings.progress = settings.progress and progress
     with stage_logging("corrwise", cfg, out_dir) as log:
         result = run_training(task, epoch_batches(dataset, bs, seed=settings.seed), settings, log)
-    save_predictor_file(task.model, out_dir / MODEL_FILE, steps=result.step, task=kind,
-                        loss=f"{cfg.get('loss.base', 'l1')} {cfg.get('loss.mode', 'corrwise')}")
+        path = save_predictor_file(task.model, out_dir / MODEL_FILE, steps=result.step, task=kind,
+                                   loss=f"{cfg.get('loss.base', 'l1')} {cfg.get('loss.mode', 'corrwise')}")
+        log.files([path])
     return result

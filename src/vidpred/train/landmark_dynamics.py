@@ -167,6 +167,7 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
         result = run_training(task, batches, settings, log)
         model_path = save_dynamics(task.lstm, out_dir / MODEL_FILE, {  # the autoencoder's path: vidpred.evaluate
             "n_inputs": n, "n_future": m, "autoencoder": str(Path(cfg["model.autoencoder"]).resolve())})
+        log.files([model_path, cfg["model.autoencoder"]])  # the autoencoder beside it: a whole predictor
         rollout_dir = None
         if val_videos:
             vid, _ = val_videos[0]

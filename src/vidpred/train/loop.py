@@ -259,6 +259,13 @@ class StepLogger:
         if self.callback and images:
             self.callback("images", step, images)
 
+    def files(self, paths, artifact_path: str = "model") -> None:
+        """Log files (e.g. a stage's model file and what it needs beside it) under ``artifact_path``, so
+        ``runs:/<run id>/model`` is a folder ``vidpred evaluate --model`` can load."""
+        if self._mlflow:
+            for path in paths:
+                self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
     def model(self, module: torch.nn.Module, name: str) -> None:
         if not self._mlflow:
             return

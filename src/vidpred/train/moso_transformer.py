@@ -183,6 +183,7 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
         path = save_model(task.net, out_dir / MODEL_FILE, TRANSFORMER_KIND, steps=result.step,
                           codebook_version=meta["codebook_version"], context=task.context, given_frames=task.given,
                           tokens=str(Path(cfg["data.tokens"]).resolve()))
+        log.files([path, cfg.get("vqvae", meta["vqvae"])])  # the tokenizer beside it: a whole predictor
         metrics = {k[len("val/"):]: v for k, v in result.metrics.items() if k.startswith("val/")}
         if not metrics:  # e.g. resumed at max_steps: the loop ran no step, so validate here
             metrics = task.validation(result.step) or {}
