@@ -12,13 +12,13 @@ from components.common import vidpred_component
 @vidpred_component
 def train_corrwise(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                    overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                   parent_run_id: str = "") -> str:
+                   parent_run_id: str = "", track: str = "") -> str:
     """Train the CorrWise predictor on ``store``; checkpoints, samples and the model land in ``model.path``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
         "corrwise", config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
-        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     model.metadata["step"] = result.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
     print(result.describe())
@@ -28,12 +28,12 @@ def train_corrwise(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output
 @vidpred_component
 def toycar_experiment(report: dsl.Output[dsl.Artifact], loss: str = "l1", mode: str = "corrwise",
                       curve: bool = False, overrides: list = [], tracking_uri: str = "",
-                      parent_run_id: str = "") -> str:
+                      parent_run_id: str = "", track: str = "") -> str:
     """CorrWise Fig. 2 toy experiment; the report folder (PNG, Markdown, JSON) is the output artifact."""
     from vidpred.experiments.toycar import main
     from vidpred.orchestrate import stage_env
 
-    with stage_env(tracking_uri, parent_run_id):
+    with stage_env(tracking_uri, parent_run_id, track=track):
         result = main(loss=loss, mode=mode, out=report.path, curve=curve, overrides=list(overrides),
                       progress=False)
     report.metadata.update({k: v for k, v in result.summary.items() if isinstance(v, (int, float, str))})

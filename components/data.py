@@ -15,12 +15,14 @@ from components.common import vidpred_component
 def prepare_data(
     store: Output[Dataset],
     dataset: str,
-    size: int,
+    size: str,
     clip_len: int,
     options_json: str = "{}",
     source: str = "",
+    crop: str = "center",
     tracking_uri: str = "",
     parent_run_id: str = "",
+    dataset_name: str = "",
 ) -> NamedTuple("Outputs", [("data_md5", str)]):
     """Write the clip store of ``dataset`` at the ``store`` artifact's path; output its DVC md5.
 
@@ -34,10 +36,12 @@ def prepare_data(
     from vidpred.orchestrate import stage
 
     options = json.loads(options_json)
-    params = {"dataset": dataset, "size": size, "clip_len": clip_len, "options": options, "source": source}
-    with stage("prepare_data", params, tracking_uri=tracking_uri, parent_run_id=parent_run_id) as run:
+    params = {"dataset": dataset, "size": size, "crop": crop, "clip_len": clip_len, "options": options,
+              "source": source}
+    with stage("prepare_data", params, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
+               dataset=dataset_name) as run:
         summary = prepare(dataset=dataset, out=store.path, source=source or None, size=size,
-                          clip_len=clip_len, options=options)
+                          clip_len=clip_len, options=options, crop=crop)
         print(summary.describe())
         md5 = dir_md5(store.path)
         run.set_data_md5(md5)
@@ -45,7 +49,7 @@ def prepare_data(
         run.log_artifact(f"{store.path}/report.json", "data")  # rejected / too-short inputs
         run.log_metrics({"videos": sum(summary.videos.values()), "frames": summary.frames,
                          "rejected": len(summary.rejected)})
-    store.metadata.update({"data_md5": md5, "dataset": dataset, "size": size, "clip_len": clip_len})
+    store.metadata.update({"data_md5": md5, "dataset": dataset, "size": size, "crop": crop, "clip_len": clip_len})
     return namedtuple("Outputs", ["data_md5"])(md5)
 
 
@@ -57,6 +61,7 @@ def validate_data(
     data_md5: str = "",
     tracking_uri: str = "",
     parent_run_id: str = "",
+    dataset_name: str = "",
 ):
     """Run the GX gates on the store; the report goes to ``report``; a failed gate fails the task."""
     from vidpred.data.validate import validate_store
@@ -65,7 +70,7 @@ def validate_data(
 
     params = {"clip_len": clip_len or "store"}
     with stage("validate_data", params, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
-               data_md5=data_md5) as run:
+               data_md5=data_md5, dataset=dataset_name) as run:
         result = validate_store(store.path, clip_len=clip_len or None, report_dir=report.path)
         print(result.describe())
         run.log_artifacts(report.path, "validation")

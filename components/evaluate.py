@@ -14,37 +14,38 @@ from components.common import vidpred_component
 
 @vidpred_component
 def evaluate_track(store: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], evaluation: dsl.Output[dsl.Artifact],
-                   track: str, protocol: str, method: str, baselines: list = [], overrides: list = [],
-                   device: str = "auto", data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "") -> str:
-    """Score ``method`` (the model in ``model``) and ``baselines`` on ``protocol``; outputs in ``evaluation.path``."""
+                   name: str, protocol: str, method: str, baselines: list = [], overrides: list = [],
+                   device: str = "auto", data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "",
+                   track: str = "") -> str:
+    """Score ``method`` (the model in ``model``) and ``baselines`` on ``protocol`` as evaluation ``name`` (of the
+    profile's ``track``); outputs in ``evaluation.path``."""
     from vidpred.evaluate.benchmark import evaluate_track as run
     from vidpred.evaluate.protocols import get_protocol
     from vidpred.orchestrate import stage_env
 
     spec = get_protocol(protocol, list(overrides))
     methods = [(method, model.path)] + [(b, None) for b in baselines]
-    with stage_env(tracking_uri, parent_run_id, data_md5):
-        results = run(store.path, track, spec, methods, evaluation.path, device=device, log_mlflow=True,
+    with stage_env(tracking_uri, parent_run_id, data_md5, track=track):
+        results = run(store.path, name, spec, methods, evaluation.path, device=device, log_mlflow=True,
                       parent_run_id=parent_run_id or None, progress=False)
     text = "\n".join(r.describe() for r in results)
     for r in results:
         for name, m in r.summary["metrics"].items():
             evaluation.metadata[f"{r.summary['method']}/{name}"] = float(m["mean"])
-    evaluation.metadata.update({"track": track, "protocol": protocol,
+    evaluation.metadata.update({"track": name, "protocol": protocol,
                                 "stand_in": any(r.summary["stand_in"] for r in results)})
     print(text)
     return text
 
 
 @vidpred_component
-def make_report(report: dsl.Output[dsl.Artifact], data_md5: str = "", tracking_uri: str = "",
-                parent_run_id: str = "") -> str:
+def make_report(report: dsl.Output[dsl.Artifact], tracking_uri: str = "", parent_run_id: str = "") -> str:
     """The reproduction report of the pipeline's MLflow parent run (needs ``parent_run_id``); the parent run is
-    tagged with the data md5 first, so the report's header names the data it was made from."""
+    tagged with the md5 of every dataset its prepare stages made first, so the report's header names the data."""
     from pathlib import Path
 
     from vidpred.evaluate.report import write_report
-    from vidpred.orchestrate import stage_env
+    from vidpred.orchestrate import stage_env, tag_dataset_md5s
 
     if not parent_run_id:
         # without a parent run there is nothing to collect the evaluations from (cluster runs get one in issue 14)
@@ -53,15 +54,9 @@ def make_report(report: dsl.Output[dsl.Artifact], data_md5: str = "", tracking_u
         (Path(report.path) / "README.txt").write_text(note + "\n")
         print(note)
         return note
-    with stage_env(tracking_uri, parent_run_id, data_md5):
-        if data_md5:
-            import mlflow
-
-            from vidpred.tracking import preflight
-
-            mlflow.set_tracking_uri(preflight())
-            mlflow.MlflowClient().set_tag(parent_run_id, "vidpred.data_md5", data_md5)
+    with stage_env(tracking_uri, parent_run_id):
+        tag_dataset_md5s(parent_run_id)
         result = write_report(parent_run_id, report.path)
-    text = result.describe() if hasattr(result, "describe") else str(result)
+    text = result.describe()
     print(text)
     return text

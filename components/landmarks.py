@@ -15,13 +15,13 @@ from components.common import vidpred_component
 @vidpred_component
 def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                     overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                    parent_run_id: str = "") -> str:
+                    parent_run_id: str = "", track: str = "") -> str:
     """Pretrain the landmark autoencoder on ``store``; everything lands in ``model.path``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
         "landmarks", config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
-        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
     if result.keypoints is not None:
@@ -33,7 +33,7 @@ def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Outpu
 @vidpred_component
 def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmarks: dsl.Input[dsl.Model],
                             model: dsl.Output[dsl.Model], overrides: list = [], data_md5: str = "",
-                            tracking_uri: str = "", parent_run_id: str = "") -> str:
+                            tracking_uri: str = "", parent_run_id: str = "", track: str = "") -> str:
     """Train the (μ, Cholesky) LSTM with the autoencoder from ``landmarks``; outputs in ``model.path``."""
     from vidpred.orchestrate import run_training_stage
 
@@ -41,7 +41,7 @@ def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmark
         "landmark_dynamics", config,
         list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
                            f"model.autoencoder={landmarks.path}/landmarks.pt"],
-        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     import shutil
 
     # the model artifact is the whole predictor: the autoencoder next to the LSTM (vidpred.evaluate)

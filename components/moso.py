@@ -15,13 +15,13 @@ from components.common import vidpred_component
 @vidpred_component
 def train_moso_vqvae(config: str, moso: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                      overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                     parent_run_id: str = "") -> str:
+                     parent_run_id: str = "", track: str = "") -> str:
     """Train MOSO-VQVAE on the MOSO store ``moso``; everything lands in ``model.path``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
         "moso_vqvae", config, list(overrides) + [f"data.moso_store={moso.path}", f"train.out_dir={model.path}"],
-        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
     print(result.describe())
@@ -30,7 +30,8 @@ def train_moso_vqvae(config: str, moso: dsl.Input[dsl.Dataset], model: dsl.Outpu
 
 @vidpred_component
 def moso_tokens(moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model], tokens: dsl.Output[dsl.Dataset],
-                context: int, data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "") -> str:
+                context: int, data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "",
+                track: str = "") -> str:
     """Encode the MOSO store with the trained VQVAE (``context`` frames per pseudo clip)."""
     from pathlib import Path
 
@@ -38,7 +39,7 @@ def moso_tokens(moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model], token
     from vidpred.train.moso_tokens import extract_tokens
 
     with stage("moso_tokens", {"context": context}, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
-               data_md5=data_md5) as run:
+               data_md5=data_md5, track=track) as run:
         summary = extract_tokens(Path(vqvae.path) / "moso_vqvae.pt", moso.path, tokens.path, context)
         run.log_metrics({"clips": summary.num_clips, "codebook_usage": float(summary.usage)})
     tokens.metadata.update({"clips": summary.num_clips, "codebook_version": summary.codebook_version,
@@ -51,7 +52,7 @@ def moso_tokens(moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model], token
 def train_moso_transformer(config: str, moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model],
                            tokens: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                            overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                           parent_run_id: str = "") -> str:
+                           parent_run_id: str = "", track: str = "") -> str:
     """Train MOSO-Transformer on ``tokens``; validation decodes with ``vqvae`` against ``moso``'s frames."""
     from vidpred.orchestrate import run_training_stage
 
@@ -59,7 +60,7 @@ def train_moso_transformer(config: str, moso: dsl.Input[dsl.Dataset], vqvae: dsl
         "moso_transformer", config,
         list(overrides) + [f"data.tokens={tokens.path}", f"data.moso_store={moso.path}",
                            f"vqvae={vqvae.path}/moso_vqvae.pt", f"train.out_dir={model.path}"],
-        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5)
+        tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     import shutil
 
     # the model artifact is the whole predictor: the tokenizer next to the transformer (vidpred.evaluate)

@@ -18,6 +18,7 @@ def preprocess_moso(
     data_md5: str = "",
     tracking_uri: str = "",
     parent_run_id: str = "",
+    dataset_name: str = "",
 ):
     """Decompose every clip of the store into a MOSO store at the ``moso`` artifact's path."""
     from pathlib import Path
@@ -27,7 +28,7 @@ def preprocess_moso(
 
     params = {"clip_len": clip_len or "store", "lower": lower, "upper": upper}
     with stage("preprocess_moso", params, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
-               data_md5=data_md5) as run:
+               data_md5=data_md5, dataset=dataset_name) as run:
         summary = preprocess_store(store.path, moso.path, clip_len=clip_len or None, lower=lower, upper=upper)
         print(summary.describe())
         run.log_artifact(Path(moso.path) / "preview.png", "moso")

@@ -94,16 +94,23 @@ def preprocess_moso(
     typer.echo(summary.describe())
 
 
+OnlyOpt = typer.Option(None, "--only", help="Comma-separated tracks to run (default: every enabled track of "
+                                              "the profile); only their datasets are prepared.")
+
+
 @app.command("run")
 def run(
     profile: str = typer.Option("smoke", help="Pipeline profile: configs/<profile>/pipeline.yaml."),
+    only: Optional[str] = OnlyOpt,
     set_: Optional[List[str]] = SetOpt,
     workdir: Optional[Path] = typer.Option(None, help="kfp.local pipeline root (default ./runs)."),
 ):
-    """Run the reproduction pipeline locally through kfp.local (SubprocessRunner)."""
+    """Run the reproduction pipeline locally through kfp.local (SubprocessRunner): each dataset prepared and
+    gated once, then every track; a failed track does not stop the others (the run then exits non-zero)."""
     from vidpred.orchestrate import run_local
+    from vidpred.profile import split_only
 
-    result = run_local(profile=profile, overrides=set_ or [], workdir=workdir)
+    result = run_local(profile=profile, overrides=set_ or [], workdir=workdir, only=split_only(only))
     typer.echo(result.describe())
 
 
@@ -111,12 +118,14 @@ def run(
 def compile_(
     profile: str = typer.Option("paper", help="Pipeline profile: configs/<profile>/pipeline.yaml."),
     out: Path = typer.Option(..., help="Where to write the pipeline YAML."),
+    only: Optional[str] = OnlyOpt,
     set_: Optional[List[str]] = SetOpt,
 ):
-    """Compile the pipeline to KFP v2 YAML (resources, GPUs, tolerations, node selectors)."""
+    """Compile the pipeline to KFP v2 YAML (one branch per track; resources, GPUs, tolerations, node selectors)."""
     from vidpred.orchestrate import compile_pipeline
+    from vidpred.profile import split_only
 
-    path = compile_pipeline(profile=profile, out=out, overrides=set_ or [])
+    path = compile_pipeline(profile=profile, out=out, overrides=set_ or [], only=split_only(only))
     typer.echo(f"wrote {path}")
 
 

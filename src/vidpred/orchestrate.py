@@ -28,9 +28,10 @@ from typing import Iterable, Iterator
 
 from vidpred.config import REPO_ROOT, profile_config
 from vidpred.errors import VidpredError
+from vidpred.tracking import ERROR_TAG
 
 DATA_MD5_TAG = "vidpred.data_md5"  # vidpred.tracking's tag key
-ERROR_TAG = "vidpred.error"
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -65,32 +66,27 @@ class StageRun:
 
 @contextlib.contextmanager
 def stage(name: str, params: dict | None = None, tracking_uri: str = "", parent_run_id: str = "",
-          data_md5: str = "") -> Iterator[StageRun]:
+          data_md5: str = "", track: str = "", dataset: str = "") -> Iterator[StageRun]:
     """Nested MLflow run ``name`` under ``parent_run_id`` (empty: a top-level run) at ``tracking_uri``
     (empty: ``vidpred.tracking.tracking_uri()``), tagged with ``data_md5``; params = ``params``.
 
-    An exception inside is recorded as the run's ``vidpred.error`` tag (one line) and re-raised, so the
-    run ends FAILED and the task exits non-zero."""
-    import mlflow
-
+    An exception inside is recorded as the run's ``vidpred.error`` tag (one line, by
+    ``vidpred.tracking.stage_run``) and re-raised, so the run ends FAILED and the task exits non-zero."""
     from vidpred import tracking
 
-    with stage_env(tracking_uri), tracking.stage_run(name, config=params or {}, parent_run_id=parent_run_id or None,
-                                                     data_md5=data_md5 or None) as run:
-        try:
-            yield StageRun(run.info.run_id)
-        except BaseException as exc:
-            text = " ".join(str(exc).split()) or type(exc).__name__
-            mlflow.set_tag(ERROR_TAG, text[:5000])
-            raise
+    with stage_env(tracking_uri, track=track, dataset=dataset), tracking.stage_run(
+            name, config=params or {}, parent_run_id=parent_run_id or None, data_md5=data_md5 or None) as run:
+        yield StageRun(run.info.run_id)
 
 
 @contextlib.contextmanager
-def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "") -> Iterator[None]:
+def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "", track: str = "",
+              dataset: str = "") -> Iterator[None]:
     """Point the code inside at the pipeline's MLflow parent run: stage modules read these variables in
-    ``vidpred.tracking.stage_run``. Empty values keep the defaults; the environment is restored after."""
+    ``vidpred.tracking.stage_run`` (``track`` / ``dataset``: the profile track or dataset the task belongs to,
+    a tag and the run name's prefix). Empty values keep the defaults; the environment is restored after."""
     values = {"MLFLOW_TRACKING_URI": tracking_uri, "VIDPRED_PARENT_RUN_ID": parent_run_id,
-              "VIDPRED_DATA_MD5": data_md5}
+              "VIDPRED_DATA_MD5": data_md5, "VIDPRED_TRACK": track, "VIDPRED_DATASET": dataset}
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update({key: value for key, value in values.items() if value})
     try:
@@ -104,12 +100,21 @@ def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "
 
 
 def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), *, tracking_uri: str = "",
-                       parent_run_id: str = "", data_md5: str = ""):
-    """``vidpred.train.<module>.main(config, overrides)`` as a pipeline stage, nested under the parent run."""
+                       parent_run_id: str = "", data_md5: str = "", track: str = ""):
+    """``vidpred.train.<module>.main(config, overrides)`` as a pipeline stage of ``track``, nested under the
+    parent run."""
     import importlib
 
-    with stage_env(tracking_uri, parent_run_id, data_md5):
-        return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
+    from vidpred import tracking
+
+    opened = len(tracking.OPENED_RUNS)
+    with stage_env(tracking_uri, parent_run_id, data_md5, track=track):
+        try:
+            return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
+        except Exception as exc:
+            if len(tracking.OPENED_RUNS) == opened:  # it failed before opening its MLflow run (e.g. reading data)
+                tracking.record_failure(module, exc)
+            raise
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -129,17 +134,22 @@ def load_pipeline_module():
     return reproduce
 
 
-def _build(profile: str, overrides: Iterable[str]):
-    cfg = profile_config(profile, list(overrides))
-    return cfg, load_pipeline_module().build_pipeline(cfg)
+def _build(profile: str, overrides: Iterable[str], only: Iterable[str] | None = None):
+    """The checked profile (``vidpred.profile``) and its pipeline function; nothing runs before the check."""
+    from vidpred.profile import load_profile
+
+    spec = load_profile(profile, list(overrides), only)
+    return spec, load_pipeline_module().build_pipeline(spec)
 
 
-def compile_pipeline(profile: str, out: str | Path, overrides: Iterable[str] = ()) -> Path:
-    """Compile the profile's pipeline to KFP v2 YAML at ``out`` (written atomically); return the path."""
+def compile_pipeline(profile: str, out: str | Path, overrides: Iterable[str] = (),
+                     only: Iterable[str] | None = None) -> Path:
+    """Compile the profile's pipeline (its ``only`` tracks, default every enabled one) to KFP v2 YAML at
+    ``out`` (written atomically); return the path."""
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
         raise VidpredError(f"--out {out}: the pipeline file must end in .yaml or .yml")
-    _, pipeline_func = _build(profile, overrides)
+    _, pipeline_func = _build(profile, overrides, only)
     from kfp import compiler
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +164,27 @@ def compile_pipeline(profile: str, out: str | Path, overrides: Iterable[str] = (
             os.unlink(tmp)
         raise
     return out.resolve()
+
+
+def tag_dataset_md5s(parent_run_id: str) -> dict[str, str]:
+    """Tag the pipeline's parent run with the md5 of every dataset its finished ``prepare_data`` stages made
+    (``vidpred.data_md5.<dataset>``; also ``vidpred.data_md5`` when there is one); return {dataset: md5}."""
+    import mlflow
+
+    from vidpred.tracking import preflight
+
+    mlflow.set_tracking_uri(preflight())
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs([parent.info.experiment_id], max_results=1000, filter_string=(
+        f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`vidpred.stage` = 'prepare_data'"))
+    md5s = {r.data.tags.get("vidpred.dataset", "data"): r.data.tags[DATA_MD5_TAG] for r in runs
+            if r.info.status == "FINISHED" and r.data.tags.get(DATA_MD5_TAG, "unknown") != "unknown"}
+    for name, md5 in md5s.items():
+        client.set_tag(parent_run_id, f"{DATA_MD5_TAG}.{name}", md5)
+    if len(md5s) == 1:
+        client.set_tag(parent_run_id, DATA_MD5_TAG, next(iter(md5s.values())))
+    return md5s
 
 
 # ------------------------------------------------------------------------------------------ local runs
@@ -171,13 +202,20 @@ class LocalRunResult:
     artifact_uri: str
     pipeline_root: Path
     run_dir: Path | None
-    data_md5: str
+    datasets: dict[str, str] = field(default_factory=dict)  # dataset → data md5
+    tracks: list[str] = field(default_factory=list)
     outputs: dict[str, list[Path]] = field(default_factory=dict)  # task → output paths
+
+    @property
+    def data_md5(self) -> str:
+        """The md5 of the run's dataset when it prepared exactly one, else ''."""
+        return next(iter(self.datasets.values())) if len(self.datasets) == 1 else ""
 
     def describe(self) -> str:
         lines = [
-            f"pipeline {self.pipeline} (profile {self.profile}) finished: {len(self.outputs)} task(s)",
-            f"data md5:           {self.data_md5}",
+            f"pipeline {self.pipeline} (profile {self.profile}) finished: {len(self.tracks)} track(s) "
+            f"({', '.join(self.tracks)}), {len(self.outputs)} task(s)",
+            *[f"data md5 {name + ':':<12}{md5}" for name, md5 in self.datasets.items()],
             f"MLflow tracking:    {self.tracking_uri}",
             f"experiment:         {self.experiment} (id {self.experiment_id})",
             f"parent run:         {self.parent_run_id}",
@@ -216,32 +254,55 @@ def _task_outputs(run_dir: Path | None) -> dict[str, list[Path]]:
             for task in sorted(run_dir.iterdir()) if task.is_dir()}
 
 
-def _failed_stage(message: str, parent_run_id: str) -> tuple[str, str]:
-    """(task name, reason) of a failed kfp.local run: the task from kfp's message, the reason from the
-    ``vidpred.error`` tag of the failed stage run in MLflow."""
+def _failed_tasks(message: str) -> list[str]:
+    """The failed task names of kfp.local's failure message ("Inner task failed: 'a' inside 'b'.")."""
+    text = _ANSI.sub("", message).strip()
+    match = re.search(r"Inner task failed: (.+?)\.?$", text)
+    if not match:
+        return []
+    return [t.strip().strip("'\"") for t in match.group(1).split(" inside ")]
+
+
+def _failure_message(message: str, parent_run_id: str, profile, owners: dict) -> tuple[str, list[str]]:
+    """One line naming every failed track / dataset with the failed stage and its reason (the ``vidpred.error``
+    tag of the stage's MLflow run), the tracks that could not run and those that finished; and the failed
+    track names (a failed dataset fails every track on it)."""
     import mlflow
 
-    text = _ANSI.sub("", message)
-    match = re.search(r"Inner task failed: (.+?)\.?$", text.strip())
-    task = match.group(1).split(" inside ")[0].strip().strip("'\"") if match else "unknown"
-    reason = "see the task log above"
+    errors: dict[tuple[str, str], str] = {}
     with contextlib.suppress(Exception):
         client = mlflow.MlflowClient()
         parent = client.get_run(parent_run_id)
-        runs = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-        errors = [r for r in runs if ERROR_TAG in r.data.tags]
-        wanted = task.replace("-", "_")
-        chosen = [r for r in errors if r.data.tags.get("vidpred.stage") == wanted] or errors
-        if chosen:
-            reason = chosen[0].data.tags[ERROR_TAG]
-    return task, reason
+        for r in client.search_runs([parent.info.experiment_id], max_results=1000,
+                                    filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"):
+            if ERROR_TAG in r.data.tags:
+                kind = "track" if "vidpred.track" in r.data.tags else "dataset"
+                errors.setdefault((kind, r.data.tags.get(f"vidpred.{kind}", "")), r.data.tags[ERROR_TAG])
+    parts, failed_tracks, failed_datasets = [], [], set()
+    for task in _failed_tasks(message) or ["unknown"]:
+        kind, name = owners.get(task, ("run", "pipeline"))
+        reason = errors.get((kind, name), "see the task log above")
+        parts.append(f"stage {task} ({kind} {name}) failed: {reason}" if kind != "run" else
+                     f"stage {task} failed: {reason}")
+        if kind == "track":
+            failed_tracks.append(name)
+        elif kind == "dataset":
+            failed_datasets.add(name)
+    blocked = [t for t, spec in profile.tracks.items() if spec.dataset in failed_datasets and t not in failed_tracks]
+    finished = [t for t in profile.tracks if t not in failed_tracks and t not in blocked]
+    text = "; ".join(parts)
+    if blocked:
+        text += f"; not run (their dataset failed): {', '.join(blocked)}"
+    text += f"; finished tracks: {', '.join(finished) or 'none'}"
+    return text, failed_tracks + blocked
 
 
-def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: str | Path | None = None
-              ) -> LocalRunResult:
-    """Run the profile's pipeline with ``kfp.local`` (see the module docstring)."""
-    cfg, pipeline_func = _build(profile, overrides)
+def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: str | Path | None = None,
+              only: Iterable[str] | None = None) -> LocalRunResult:
+    """Run the profile's pipeline (its ``only`` tracks, default every enabled one) with ``kfp.local`` (see the
+    module docstring). A failed track does not stop the others; the run then ends with a VidpredError naming
+    every failed track and stage, after the others finished."""
+    spec, pipeline_func = _build(profile, overrides, only)
     from vidpred import tracking
 
     uri = tracking.preflight(tracking.tracking_uri())
@@ -256,35 +317,37 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*", category=RuntimeWarning)
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*", category=UserWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    name = cfg["pipeline.name"]
+    name = spec.pipeline_name
     before = {p.name for p in root.iterdir()}
 
     def run_dir() -> Path | None:
         new = sorted(p for p in root.iterdir() if p.name not in before and p.name.startswith(name) and p.is_dir())
         return new[-1] if new else None
 
-    with tracking.pipeline_run(profile, cfg) as parent:
+    with tracking.pipeline_run(profile, spec.cfg) as parent:
         run_id = parent.info.run_id
+        mlflow.set_tags({"vidpred.tracks": ",".join(spec.tracks), "vidpred.datasets": ",".join(spec.datasets)})
         # task processes inherit the environment, so every stage nests under the parent run
         # (vidpred.tracking.stage_run reads MLFLOW_TRACKING_URI and VIDPRED_PARENT_RUN_ID)
         with stage_env(uri, run_id):
             try:
-                task = pipeline_func(tracking_uri=uri, parent_run_id=run_id)
+                pipeline_func(tracking_uri=uri, parent_run_id=run_id)
+                failure = None
             except RuntimeError as exc:
-                failed, reason = _failed_stage(str(exc), run_id)
-                where = run_dir()
-                raise VidpredError(f"stage {failed} failed: {reason} (MLflow parent run {run_id}; task outputs "
-                                   f"under {where or root})") from None
-        md5 = str(task.output)
-        mlflow.set_tag(DATA_MD5_TAG, md5)
+                failure = str(exc)
+        md5s = tag_dataset_md5s(run_id)
+        if failure is not None:
+            text, failed = _failure_message(failure, run_id, spec, pipeline_func.tasks)
+            mlflow.set_tags({"vidpred.failed_tracks": ",".join(failed), ERROR_TAG: text[:5000]})
+            raise VidpredError(f"{text} (MLflow parent run {run_id}; task outputs under {run_dir() or root})")
         experiment = mlflow.MlflowClient().get_experiment(parent.info.experiment_id)
         result = LocalRunResult(
             profile=profile, pipeline=name, tracking_uri=uri, experiment=experiment.name,
             experiment_id=experiment.experiment_id, parent_run_id=run_id, artifact_uri=parent.info.artifact_uri,
-            pipeline_root=root, run_dir=run_dir(), data_md5=md5)
+            pipeline_root=root, run_dir=run_dir(), datasets=md5s, tracks=list(spec.tracks))
     result.outputs = _task_outputs(result.run_dir)
     return result
 
 
 __all__ = ["stage", "StageRun", "stage_env", "run_training_stage", "compile_pipeline", "run_local",
-           "LocalRunResult", "load_pipeline_module", "browse_command"]
+           "LocalRunResult", "load_pipeline_module", "browse_command", "tag_dataset_md5s"]

@@ -40,6 +40,8 @@ MAX_PARAM_VALUE = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 MAX_KEY = 250  # mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH
 BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 HEALTH_TIMEOUT = 3.0  # seconds
+ERROR_TAG = "vidpred.error"  # a failed stage run's error, one line
+OPENED_RUNS: list[str] = []  # ids of the stage runs this process opened, oldest first
 
 
 # ------------------------------------------------------------------------------------------ locations
@@ -161,7 +163,21 @@ def _tags(profile: str | None, data_md5: str | None, stage: str | None) -> dict[
         tags["vidpred.profile"] = profile
     if stage:
         tags["vidpred.stage"] = stage
+    for key in ("track", "dataset"):  # set by pipeline components (vidpred.orchestrate.stage_env)
+        if os.environ.get(f"VIDPRED_{key.upper()}"):
+            tags[f"vidpred.{key}"] = os.environ[f"VIDPRED_{key.upper()}"]
     return tags
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as one line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _run_name(stage: str) -> str:
+    """``<track>/<stage>`` (or ``<dataset>/<stage>``) inside a pipeline track; names with a '/' are kept."""
+    owner = os.environ.get("VIDPRED_TRACK") or os.environ.get("VIDPRED_DATASET")
+    return f"{owner}/{stage}" if owner and "/" not in stage else stage
 
 
 def _experiment_name(config: Any) -> str:
@@ -234,11 +250,25 @@ def stage_run(stage: str, config: Any = None, parent_run_id: str | None = None, 
     else:
         experiment_id = ensure_experiment(_experiment_name(config))
     nested = active is not None
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, nested=nested,
+    with mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(stage), nested=nested,
                           parent_run_id=parent_run_id, tags=_tags(profile, data_md5, stage)) as run:
-        if config is not None:
-            _log_config(mlflow.MlflowClient(), run.info.run_id, config)
-        yield run
+        OPENED_RUNS.append(run.info.run_id)
+        try:
+            if config is not None:
+                _log_config(mlflow.MlflowClient(), run.info.run_id, config)
+            yield run
+        except BaseException as exc:  # the run ends FAILED; its error tag is what `vidpred run` reports
+            with contextlib.suppress(Exception):
+                mlflow.MlflowClient().set_tag(run.info.run_id, ERROR_TAG, error_text(exc)[:5000])
+            raise
+
+
+def record_failure(stage: str, exc: BaseException) -> None:
+    """A FAILED run of ``stage`` carrying the error, for a stage that failed before it opened its own run (e.g.
+    while reading its data), so the pipeline's parent run still shows which stage failed and why."""
+    with contextlib.suppress(BaseException):
+        with stage_run(stage):
+            raise exc
 
 
 # ------------------------------------------------------------------------------------------ logging helpers

@@ -1,6 +1,7 @@
-"""A failing validation gate stops a REAL kfp.local run: `vidpred run` exits 2 with one error line naming
-the stage and the gate, MOSO preprocessing never runs, the MLflow parent run is FAILED. Tiny synthetic
-data is made by the run itself."""
+"""Failures in REAL kfp.local runs stay where they happen: a dataset whose validation gate fails runs none of
+its tracks, a track that fails leaves the other tracks running to the end; `vidpred run` then exits 2 with
+one error line naming the failed stage, its track or dataset, and the tracks that finished; the MLflow parent run
+is FAILED and tagged with the failed tracks. Tiny synthetic data is made by the run itself."""
 
 import subprocess
 import sys
@@ -8,36 +9,71 @@ import sys
 import mlflow
 import pytest
 
+from tests.pipeline.test_local_run import TINY
 from vidpred import tracking
 
-TINY = ["data.size=32", "data.clip_len=4", "preprocess.clip_len=4", "data.options.num_videos=3",
-        "data.options.num_test=1", "data.options.num_frames=8", "data.options.num_objects=1",
-        "validate.clip_len=12"]  # videos have 8 frames: the long_enough gate must fail
 
-
-@pytest.mark.slow
-def test_failed_gate_stops_the_pipeline(tmp_path):
-    args = [sys.executable, "-m", "vidpred.cli", "run", "--profile", "smoke", "--workdir", str(tmp_path / "runs")]
-    for item in TINY:
+def _run(tmp_path, only: str, extra: list[str]) -> tuple[subprocess.CompletedProcess, str]:
+    args = [sys.executable, "-m", "vidpred.cli", "run", "--profile", "smoke", "--only", only,
+            "--workdir", str(tmp_path / "runs")]
+    for item in TINY + extra:
         args += ["--set", item]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, res.stderr[-2000:]
-    assert errors[0].startswith("error: stage validate-data failed: data validation failed: gate(s) long_enough")
+    return res, errors[0]
 
-    run_dirs = list((tmp_path / "runs").iterdir())
-    assert len(run_dirs) == 1
-    assert (run_dirs[0] / "validate-data" / "report" / "validation.txt").is_file()  # the report is kept
-    assert (run_dirs[0] / "prepare-data" / "store" / "manifest.parquet").is_file()
-    assert not (run_dirs[0] / "preprocess-moso").exists()  # MOSO preprocessing never ran
 
-    parent_id = errors[0].split("MLflow parent run ")[1].split(";")[0]
+def _stage_runs(error: str) -> tuple[object, dict[str, str]]:
+    parent_id = error.split("MLflow parent run ")[1].split(";")[0]
     client = mlflow.MlflowClient(tracking.tracking_uri())
     parent = client.get_run(parent_id)
-    assert parent.info.status == "FAILED"
-    stages = {r.data.tags["vidpred.stage"]: r.info.status for r in client.search_runs(
+    runs = {r.info.run_name: r.info.status for r in client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")}
-    # the toy experiment reads no dataset and does not wait for the gate: kfp.local may run it before or not at all
-    toy = stages.pop("toycar-corrwise-l1", "FINISHED")
-    assert toy == "FINISHED" and stages == {"prepare_data": "FINISHED", "validate_data": "FAILED"}
+    return parent, runs
+
+
+@pytest.mark.slow
+def test_failed_gate_stops_only_the_tracks_on_that_dataset(tmp_path):
+    # shapes-wide has 8-frame videos: a 12-frame long_enough gate must fail; the toy-car track needs no dataset
+    res, error = _run(tmp_path, "corrwise,toycar", ["datasets.shapes-wide.validate_clip_len=12"])
+    assert error.startswith("error: stage shapes-wide-validate-data (dataset shapes-wide) failed: data validation "
+                            "failed: gate(s) long_enough"), error
+    assert "not run (their dataset failed): corrwise; finished tracks: toycar" in error
+
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert (run_dir / "shapes-wide-validate-data" / "report" / "validation.txt").is_file()  # the report is kept
+    assert (run_dir / "shapes-wide-prepare-data" / "store" / "manifest.parquet").is_file()
+    assert not (run_dir / "corrwise-train-corrwise").exists()  # nothing of the track ran after the failed gate
+    assert not (run_dir / "shapes-prepare-data").exists()  # --only: the other dataset is not prepared
+    assert (run_dir / "toycar-toycar-experiment" / "report" / "result.json").is_file()
+
+    parent, runs = _stage_runs(error)
+    assert parent.info.status == "FAILED" and parent.data.tags["vidpred.failed_tracks"] == "corrwise"
+    assert runs == {"shapes-wide/prepare_data": "FINISHED", "shapes-wide/validate_data": "FAILED",
+                    "toycar/toycar-corrwise-l1": "FINISHED"}
+
+
+@pytest.mark.slow
+def test_a_failing_track_does_not_stop_the_others(tmp_path):
+    # a config error that only shows when the stage reads its data: the corrwise track fails on purpose
+    res, error = _run(tmp_path, "corrwise,landmarks,toycar",
+                      ['tracks.corrwise.stages.corrwise.overrides=["train.max_steps=2", "data.split=nosuchsplit"]'])
+    assert error.startswith("error: stage corrwise-train-corrwise (track corrwise) failed: "), error
+    assert "nosuchsplit" in error and "finished tracks: toycar, landmarks" in error
+
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    assert not (run_dir / "evaluate-corrwise").exists()  # the failed track's evaluation is skipped …
+    for task in ("landmarks-train-landmark-dynamics", "evaluate-landmarks", "evaluate-landmarks-keypoints",
+                 "toycar-toycar-experiment", "make-report"):  # … the other tracks and the report run to the end
+        assert (run_dir / task).is_dir(), task
+    report = (run_dir / "make-report" / "report" / "report.md").read_text()
+    assert "corrwise/corrwise" in report and "nosuchsplit" in report  # the report names the failed stage
+
+    parent, runs = _stage_runs(error)
+    assert parent.info.status == "FAILED" and parent.data.tags["vidpred.failed_tracks"] == "corrwise"
+    assert runs.pop("corrwise/corrwise") == "FAILED"
+    assert set(runs.values()) == {"FINISHED"}
+    assert {"landmarks/landmark_dynamics", "evaluate/landmarks/landmarks", "evaluate/landmarks-keypoints/landmarks",
+            "toycar/toycar-corrwise-l1"} <= set(runs)

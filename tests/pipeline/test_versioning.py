@@ -108,6 +108,6 @@ def test_re_preparing_the_default_dataset_gives_the_md5_in_data_dvc(tmp_path):
     md5 = versioning.prepare_default(tmp_path / "data")
     assert md5 == versioning.recorded_md5(REPO_ROOT / "data.dvc")
     # a different seed is different data
-    assert versioning.prepare_default(tmp_path / "other", overrides=["data.options.seed=1",
-                                                                    "data.options.num_videos=2",
-                                                                    "data.options.num_test=1"]) != md5
+    assert versioning.prepare_default(tmp_path / "other", overrides=["datasets.shapes.options.seed=1",
+                                                                    "datasets.shapes.options.num_videos=2",
+                                                                    "datasets.shapes.options.num_test=1"]) != md5

@@ -8,8 +8,8 @@ md5 is the ``vidpred.data_md5`` tag of every MLflow run that used the data.
   writes into a ``.dvc`` file, without needing a DVC repository or touching a cache.
 * :func:`track`, :func:`push`, :func:`pull` drive DVC's Python API (``dvc.repo.Repo``) in-process.
 * :func:`init_repo` runs ``dvc init`` and records a default local-directory remote.
-* :func:`prepare_default` / :func:`version_default`: the default dataset (the smoke profile's ``data``
-  settings) prepared, tracked as ``data.dvc`` and pushed.
+* :func:`prepare_default` / :func:`version_default`: the default dataset (the smoke profile's
+  ``default_dataset``) prepared, tracked as ``data.dvc`` and pushed.
 
 Every DVC call runs with ``DVC_NO_ANALYTICS=1`` and a ``DVC_SITE_CACHE_DIR`` (DVC's default is under
 ``/var/tmp/dvc``; ours is ``$VIDPRED_CACHE/dvc-site`` unless the variable is already set).
@@ -140,14 +140,17 @@ def pull(repo_root: str | Path, targets: Iterable[str | Path] | None = None, rem
 
 
 def prepare_default(out: str | Path, profile: str = "smoke", overrides: Iterable[str] = ()) -> str:
-    """Prepare the default dataset — the ``data`` settings of ``configs/<profile>/pipeline.yaml``, exactly
-    as the pipeline's data stage does — at ``out``; return its md5. Same settings, same bytes, same md5."""
-    from vidpred.config import profile_config
+    """Prepare the default dataset — ``datasets.<default_dataset>`` of ``configs/<profile>/pipeline.yaml``,
+    exactly as the pipeline's data stage does — at ``out``; return its md5. Same settings, same bytes, same md5."""
     from vidpred.data.prepare import prepare
+    from vidpred.profile import load_profile
 
-    data = profile_config(profile, list(overrides)).section("data")
-    prepare(dataset=data["dataset"], out=out, source=data.get("source", None) or None, size=data["size"],
-            clip_len=data["clip_len"], options=dict(data.get("options", None) or {}))
+    spec = load_profile(profile, list(overrides))
+    if spec.default_dataset is None:
+        raise VidpredError(f"profile {profile} names no default_dataset")
+    ds = spec.all_datasets[spec.default_dataset]
+    prepare(dataset=ds.dataset, out=out, source=ds.source, size=ds.size, clip_len=ds.clip_len,
+            options=dict(ds.options), crop=ds.crop)
     return dir_md5(out)
 
 

@@ -326,8 +326,11 @@ def write_report(parent_run_id: str, out_dir: str | Path) -> ReportResult:
             raise VidpredError(f"MLflow run '{parent_run_id}': none of its {len(runs)} evaluation run(s) has "
                                "evaluation/metrics.json")
         with atomic_dir(out_dir) as staging:
+            failed = [f"{r.info.run_name}: {r.data.tags.get('vidpred.error', 'failed')}"
+                      for r in _children(client, [parent.info.experiment_id], parent_run_id)
+                      if r.info.status == "FAILED"]
             rendered = render_report(evaluations, dict(parent.data.tags), paper, staging,
-                                     parent_run_id=parent_run_id, skipped=skipped)
+                                     parent_run_id=parent_run_id, skipped=skipped, failed=failed)
     logged = headline_metrics(evaluations)
     _log_to_parent(client, parent_run_id, out_dir, logged, rendered["stand_in"])
     return ReportResult(parent_run_id=parent_run_id, out_dir=out_dir, markdown=out_dir / "report.md",
@@ -420,6 +423,15 @@ def _method_sort(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def _data_line(parent_tags: Mapping[str, str]) -> str:
+    """``Data md5: <dataset> <md5>, …`` from the per-dataset tags of a pipeline run, else its single md5 tag."""
+    prefix = "vidpred.data_md5."
+    per_dataset = sorted((k[len(prefix):], v) for k, v in parent_tags.items() if k.startswith(prefix))
+    if per_dataset:
+        return "Data md5: " + ", ".join(f"{name} {md5}" for name, md5 in per_dataset)
+    return f"Data md5: {parent_tags.get('vidpred.data_md5', 'unknown')}"
 
 
 def _date(ms: int | None) -> str:
@@ -645,7 +657,7 @@ def _caveats(track: str, evals: list[Evaluation], entry: dict | None, profile: s
 
 
 def render_report(evaluations: list[Evaluation], parent_tags: Mapping[str, str], paper: Mapping[str, dict],
-                  out: Path, parent_run_id: str = "", skipped: Iterable[str] = ()) -> dict:
+                  out: Path, parent_run_id: str = "", skipped: Iterable[str] = (), failed: Iterable[str] = ()) -> dict:
     """Write report.md, report.html and images/ for ``evaluations`` into the folder ``out``.
 
     No MLflow here (the tests call it directly). Returns {"protocols": {track: [methods]}, "stand_in": bool,
@@ -667,7 +679,7 @@ def render_report(evaluations: list[Evaluation], parent_tags: Mapping[str, str],
         ("ul", [f"Pipeline run: {parent_run_id or '?'}",
                 f"Profile: {profile or 'unknown'}",
                 f"Git sha: {parent_tags.get('vidpred.git_sha', 'unknown')}",
-                f"Data md5: {parent_tags.get('vidpred.data_md5', 'unknown')}",
+                _data_line(parent_tags),
                 f"Evaluation runs: {dates}",
                 f"Protocols: {len(groups)}; method evaluations: {len(evaluations)}"
                 + ("; some scores use stand-in weights (labelled 'stand-in', never compared with a paper)"
@@ -679,6 +691,8 @@ def render_report(evaluations: list[Evaluation], parent_tags: Mapping[str, str],
     ]
     if skipped:
         blocks.append(("p", "Runs left out: " + "; ".join(skipped)))
+    if failed:
+        blocks.append(("p", "Failed stages (their tracks have partial or no results below): " + "; ".join(failed)))
     images: list[str] = []
     for track, evals in groups.items():
         protocol = evals[0].protocol
