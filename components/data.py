@@ -62,16 +62,21 @@ def validate_data(
     tracking_uri: str = "",
     parent_run_id: str = "",
     dataset_name: str = "",
+    test_fraction: list = [],
+    val_fraction: list = [],
 ):
-    """Run the GX gates on the store; the report goes to ``report``; a failed gate fails the task."""
+    """Run the GX gates on the store; the report goes to ``report``; a failed gate fails the task.
+    ``test_fraction`` / ``val_fraction``: [low, high] share bounds for a published split (empty: the defaults)."""
     from vidpred.data.validate import validate_store
     from vidpred.errors import VidpredError
     from vidpred.orchestrate import stage
 
-    params = {"clip_len": clip_len or "store"}
+    params = {"clip_len": clip_len or "store", "test_fraction": list(test_fraction) or "default",
+              "val_fraction": list(val_fraction) or "default"}
     with stage("validate_data", params, tracking_uri=tracking_uri, parent_run_id=parent_run_id,
                data_md5=data_md5, dataset=dataset_name) as run:
-        result = validate_store(store.path, clip_len=clip_len or None, report_dir=report.path)
+        result = validate_store(store.path, clip_len=clip_len or None, report_dir=report.path,
+                                test_fraction=list(test_fraction) or None, val_fraction=list(val_fraction) or None)
         print(result.describe())
         run.log_artifacts(report.path, "validation")
         run.log_metrics({"gates_failed": len(result.failed)})

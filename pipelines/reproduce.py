@@ -198,8 +198,9 @@ def build_pipeline(profile: Profile):
                         crop=spec.crop, clip_len=spec.clip_len, options_json=json.dumps(spec.options, sort_keys=True),
                         dataset_name=spec.name, **run)
             store, md5 = prep.outputs["store"], prep.outputs["data_md5"]
-            gate = make("validate_data", owner, store=store, clip_len=spec.validate_clip_len, data_md5=md5,
-                        dataset_name=spec.name, **run)
+            gate = make("validate_data", owner, store=store, clip_len=spec.validate["clip_len"], data_md5=md5,
+                        test_fraction=spec.validate.get("test_fraction", []),
+                        val_fraction=spec.validate.get("val_fraction", []), dataset_name=spec.name, **run)
             data[spec.name] = {"store": store, "md5": md5, "gate": gate}
             if spec.name in needs_moso:
                 moso = make("preprocess_moso", owner, store=store, clip_len=spec.moso["clip_len"],

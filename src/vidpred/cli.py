@@ -60,11 +60,18 @@ def data_validate(
     directory: Path = typer.Argument(..., help="A clip store written by `vidpred data prepare`."),
     clip_len: Optional[int] = typer.Option(None, "--clip-len", help="Clip length to require (default: the store's)."),
     report_dir: Optional[Path] = typer.Option(None, help="Where to write the GX result (default: the sibling folder DIR.validation)."),
+    test_fraction: Optional[str] = typer.Option(None, help="LO,HI bounds of the test share (default 0.05,0.5); for a "
+                                                           "published split outside them."),
+    val_fraction: Optional[str] = typer.Option(None, help="LO,HI bounds of the val share (default 0.01,0.5)."),
 ):
     """Run the Great Expectations gates on a store; exit 1 (with a JSON + text report) if any fails."""
     from vidpred.data.validate import validate_store
 
-    result = validate_store(directory, clip_len=clip_len, report_dir=report_dir)
+    def pair(text: Optional[str]):
+        return None if text is None else text.split(",")
+
+    result = validate_store(directory, clip_len=clip_len, report_dir=report_dir, test_fraction=pair(test_fraction),
+                            val_fraction=pair(val_fraction))
     typer.echo(result.describe())
     if not result.success:
         raise typer.Exit(1)

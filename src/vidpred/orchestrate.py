@@ -215,7 +215,7 @@ class LocalRunResult:
         lines = [
             f"pipeline {self.pipeline} (profile {self.profile}) finished: {len(self.tracks)} track(s) "
             f"({', '.join(self.tracks)}), {len(self.outputs)} task(s)",
-            *[f"data md5 {name + ':':<12}{md5}" for name, md5 in self.datasets.items()],
+            *[f"{f'data md5 {name}:':<20}{md5}" for name, md5 in self.datasets.items()],
             f"MLflow tracking:    {self.tracking_uri}",
             f"experiment:         {self.experiment} (id {self.experiment_id})",
             f"parent run:         {self.parent_run_id}",
@@ -335,7 +335,8 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
                 failure = None
             except RuntimeError as exc:
                 failure = str(exc)
-        md5s = tag_dataset_md5s(run_id)
+        found = tag_dataset_md5s(run_id)
+        md5s = {n: found[n] for n in spec.datasets if n in found}  # in the profile's order
         if failure is not None:
             text, failed = _failure_message(failure, run_id, spec, pipeline_func.tasks)
             mlflow.set_tags({"vidpred.failed_tracks": ",".join(failed), ERROR_TAG: text[:5000]})

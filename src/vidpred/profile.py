@@ -25,7 +25,8 @@ DATASET (``vidpred data prepare`` arguments)::
     crop: center               # center | aspect | full | bbox
     clip_len: 20
     options: {…}               # source options (splits, counts, seeds)
-    validate_clip_len: 0       # the GX gate's clip length (0: the store's)
+    validate: {clip_len, test_fraction, val_fraction}   # the GX gate: clip length (0: the store's), [low, high]
+                               # share bounds for a published split outside the defaults (vidpred.data.validate)
     moso: {clip_len, lower, upper}   # MOSO decomposition of this dataset, needed by tracks with MOSO stages
 
 TRACK::
@@ -62,7 +63,7 @@ TASK_KINDS = ("prepare_data", "validate_data", "preprocess_moso", "train_moso_vq
               "train_landmark_dynamics", "evaluate", "make_report")
 TOP_KEYS = ("pipeline", "tracking", "default_dataset", "datasets", "tracks", "resources", "gpu", "report",
             "provenance")
-DATASET_KEYS = ("dataset", "source", "size", "crop", "clip_len", "options", "validate_clip_len", "moso")
+DATASET_KEYS = ("dataset", "source", "size", "crop", "clip_len", "options", "validate", "moso")
 TRACK_KEYS = ("description", "enabled", "dataset", "stages", "evaluate")
 EVALUATE_KEYS = ("protocol", "stage", "name", "baselines", "overrides", "device")
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
@@ -99,7 +100,7 @@ class DatasetSpec:
     crop: str
     clip_len: int
     options: dict
-    validate_clip_len: int = 0
+    validate: dict = field(default_factory=dict)  # {clip_len, test_fraction, val_fraction}
     moso: dict | None = None  # {clip_len, lower, upper}
 
 
@@ -203,6 +204,22 @@ class _Checker:
         return value
 
 
+def _validate(c: _Checker, key: str, raw) -> dict:
+    raw = c.mapping(key, raw, ("clip_len", "test_fraction", "val_fraction"), optional=True)
+    out = {"clip_len": c.value(f"{key}.clip_len", raw.get("clip_len"), int, 0, True, 0)}
+    for name in ("test_fraction", "val_fraction"):
+        value = raw.get(name)
+        if value is None:
+            continue
+        ok = (isinstance(value, list) and len(value) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+              and 0 <= value[0] <= value[1] <= 1)
+        if not ok:
+            c.fail(f"{key}.{name}", f"must be [low, high] with 0 ≤ low ≤ high ≤ 1, got {value!r}")
+        out[name] = [float(v) for v in value]
+    return out
+
+
 def _dataset(c: _Checker, name: str, raw) -> DatasetSpec:
     from vidpred.data.frames import CROP_MODES, parse_size
 
@@ -232,7 +249,7 @@ def _dataset(c: _Checker, name: str, raw) -> DatasetSpec:
         size=str(hw[0]) if hw[0] == hw[1] else f"{hw[0]}x{hw[1]}", hw=hw, crop=crop,
         clip_len=c.value(f"{key}.clip_len", raw.get("clip_len"), int, 1),
         options=dict(c.mapping(f"{key}.options", raw.get("options"), optional=True)),
-        validate_clip_len=c.value(f"{key}.validate_clip_len", raw.get("validate_clip_len"), int, 0, True, 0),
+        validate=_validate(c, f"{key}.validate", raw.get("validate")),
         moso=moso)
 
 
@@ -257,7 +274,7 @@ def _stage(c: _Checker, key: str, name: str, raw) -> StageSpec:
 
 def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: DatasetSpec | None, raw) -> list:
     from vidpred.evaluate.predictors import BASELINES
-    from vidpred.evaluate.protocols import get_protocol
+    from vidpred.evaluate.protocols import get_protocol, known_protocols
 
     items = raw if isinstance(raw, list) else [raw]
     out = []
@@ -271,6 +288,8 @@ def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: Datas
                                      f"got {stage!r}")
         overrides = c.strings(f"{where}.overrides", item.get("overrides"))
         protocol = c.value(f"{where}.protocol", item.get("protocol"), str)
+        if protocol not in known_protocols():  # checked first: with overrides get_protocol would see a new, empty entry
+            c.fail(f"{where}.protocol", f"names an unknown protocol {protocol!r} (known: {', '.join(known_protocols())})")
         try:
             spec = get_protocol(protocol, list(overrides))
         except VidpredError as exc:

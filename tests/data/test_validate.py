@@ -185,3 +185,19 @@ def test_cli_exit_codes(good, tmp_path, monkeypatch, capsys):
         main()
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and err.startswith("error:") and len(err.splitlines()) == 1
+
+
+def test_published_split_bounds_replace_the_default_shares(tmp_path):
+    # one test video in 40 (2.5 %, like a published benchmark split): fails the default 5 % floor …
+    store = make_store(tmp_path / "s", splits=("train",) * 38 + ("val", "test"))
+    res = validate_store(store)
+    assert failed(res) == {"splits"} and "test fraction within [0.05, 0.5]" in res.gate("splits").problems[0]
+    # … passes with the dataset's own bounds, which the report states
+    res = validate_store(store, test_fraction=[0.01, 0.5], report_dir=tmp_path / "rep")
+    checks = [r["expectation_config"]["meta"]["check"] for r in res.gx_result["results"]]
+    assert res.success and "test fraction within [0.01, 0.5]" in checks
+    # the bound still bites: a floor above the observed share fails
+    assert failed(validate_store(store, val_fraction=[0.1, 0.5])) == {"splits"}
+    for bad in ([0.5, 0.1], [0.1], ["a", 0.2], [-0.1, 0.5]):
+        with pytest.raises(VidpredError, match="test_fraction"):
+            validate_store(store, test_fraction=bad)

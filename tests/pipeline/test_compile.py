@@ -1,5 +1,6 @@
-"""Compiling the pipeline: per-task resources, GPU scheduling (accelerator, toleration, node selector in
-the PlatformSpec document), config errors as one line, and the CLI's `run` / `compile` error exits."""
+"""Compiling the pipeline: one prepare/gate per dataset and an independent branch per track, each track
+training on its own dataset's store; per-task resources, GPU scheduling (accelerator, toleration, node selector
+in the PlatformSpec document), --only, config errors as one line, and the CLI's `run` / `compile` error exits."""
 
 import subprocess
 import sys
@@ -11,9 +12,47 @@ from vidpred.errors import VidpredError
 from vidpred.orchestrate import compile_pipeline
 
 VIDPRED = [sys.executable, "-m", "vidpred.cli"]
-TASKS = ("prepare-data", "validate-data", "preprocess-moso", "train-corrwise", "toycar-experiment",
-         "train-landmarks", "train-landmark-dynamics", "train-moso-vqvae", "moso-tokens", "train-moso-transformer",
-         "evaluate-track", "evaluate-track-2", "make-report")
+
+# configs/paper/pipeline.yaml: dataset → (source, size, crop); track → dataset and evaluations (name, stage task)
+PAPER_DATASETS = {"kth": ("kth", "64", "center"), "bair": ("bair", "64", "center"), "kitti-64": ("kitti", "64", "center"),
+                  "kitti-256x512": ("kitti", "256x512", "aspect"), "bbcpose": ("bbcpose", "128", "bbox")}
+MOSO_DATASETS = {"kth", "bair", "kitti-64"}
+CPU_STAND_INS = {"kth": "shapes-kth", "bair": "shapes-bair", "kitti-64": "shapes-kitti-64",  # configs/cpu/pipeline.yaml
+                 "kitti-256x512": "shapes-kitti-64x128", "bbcpose": "shapes-bbcpose"}
+PAPER_TRACKS = {
+    "moso-kth": "kth", "moso-bair": "bair", "moso-kitti": "kitti-64",
+    "corrwise-kitti-l1-pixelwise": "kitti-256x512", "corrwise-kitti-l1-corrwise": "kitti-256x512",
+    "corrwise-kitti-l1p-pixelwise": "kitti-256x512", "corrwise-kitti-l1p-corrwise": "kitti-256x512",
+    "toycar-pixelwise": None, "toycar-corrwise": None,
+    "landmarks-bbcpose": "bbcpose", "landmarks-kth": "kth",
+}
+PAPER_EVALUATIONS = {  # evaluate-<name> → (track, the task whose model it scores, protocol, method)
+    "evaluate-moso-kth": ("moso-kth", "moso-kth-train-moso-transformer", "moso-kth", "moso"),
+    "evaluate-moso-bair": ("moso-bair", "moso-bair-train-moso-transformer", "moso-bair", "moso"),
+    "evaluate-moso-kitti": ("moso-kitti", "moso-kitti-train-moso-transformer", "moso-kitti", "moso"),
+    **{f"evaluate-{t}": (t, f"{t}-train-corrwise", "corrwise-kitti", "corrwise")
+       for t in PAPER_TRACKS if t.startswith("corrwise-")},
+    "evaluate-landmarks-bbcpose-keypoints": ("landmarks-bbcpose", "landmarks-bbcpose-train-landmarks",
+                                             "landmarks-bbcpose-keypoints", "landmarks"),
+    "evaluate-landmarks-bbcpose": ("landmarks-bbcpose", "landmarks-bbcpose-train-landmark-dynamics",
+                                   "landmark-dynamics-bbcpose", "landmarks"),
+    "evaluate-landmarks-kth": ("landmarks-kth", "landmarks-kth-train-landmark-dynamics", "landmark-dynamics-kth",
+                               "landmarks"),
+}
+
+
+def track_tasks(track: str) -> set[str]:
+    kind = track.split("-")[0]
+    stages = {"moso": ["train-moso-vqvae", "moso-tokens", "train-moso-transformer"], "corrwise": ["train-corrwise"],
+              "toycar": ["toycar-experiment"], "landmarks": ["train-landmarks", "train-landmark-dynamics"]}[kind]
+    return {f"{track}-{s}" for s in stages}
+
+
+PAPER_TASKS = ({f"{d}-{k}" for d in PAPER_DATASETS for k in ("prepare-data", "validate-data")}
+               | {f"{d}-preprocess-moso" for d in MOSO_DATASETS}
+               | {t for track in PAPER_TRACKS for t in track_tasks(track)}
+               | set(PAPER_EVALUATIONS) | {"make-report"})
+GPU_TASKS = {t for t in PAPER_TASKS if "-train-" in t or t.endswith("-moso-tokens") or t.startswith("evaluate-")}
 
 
 def cli(*args, **kw):
@@ -29,6 +68,32 @@ def executors(spec):
     return spec["deploymentSpec"]["executors"]
 
 
+def constants(task) -> dict:
+    return {k: v["runtimeValue"]["constant"] for k, v in task["inputs"].get("parameters", {}).items()
+            if "runtimeValue" in v}
+
+
+def producer(task, artifact: str) -> str:
+    return task["inputs"]["artifacts"][artifact]["taskOutputArtifact"]["producerTask"]
+
+
+def source_dataset(dag, name: str, artifact: str) -> str:
+    """The dataset whose prepare task made the store behind ``artifact`` of task ``name`` (through MOSO
+    preprocessing and tokens)."""
+    task = producer(dag[name], artifact)
+    while not task.endswith("-prepare-data"):
+        task = producer(dag[task], "store" if "store" in dag[task]["inputs"]["artifacts"] else "moso")
+    return task.removesuffix("-prepare-data")
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """configs/paper/pipeline.yaml compiled once: (pipeline spec, platform spec)."""
+    return load_docs(compile_pipeline("paper", tmp_path_factory.mktemp("paper") / "paper.yaml"))
+
+
+# ------------------------------------------------------------------------------------------ paper profile
+
 def test_cli_compile_paper_writes_resources_per_task(tmp_path):
     out = tmp_path / "paper.yaml"
     res = cli("compile", "--profile", "paper", "--out", str(out))
@@ -36,58 +101,183 @@ def test_cli_compile_paper_writes_resources_per_task(tmp_path):
     assert str(out) in res.stdout
     spec, _ = load_docs(out)
     assert spec["pipelineInfo"]["name"] == "vidpred-reproduce"
-    assert set(spec["root"]["dag"]["tasks"]) == set(TASKS)
-    # MOSO preprocessing waits for the validation gate, which reads the prepared store
-    dag = spec["root"]["dag"]["tasks"]
-    assert "validate-data" in dag["preprocess-moso"]["dependentTasks"]
-    assert "prepare-data" in dag["validate-data"]["dependentTasks"]
+    assert set(spec["root"]["dag"]["tasks"]) == PAPER_TASKS
     ex = executors(spec)
-    expected = {  # configs/paper/pipeline.yaml resources.<task>
-        "exec-prepare-data": ("4", "8", "8G", "16G"),
-        "exec-validate-data": ("1", "2", "4G", "8G"),
-        "exec-preprocess-moso": ("4", "8", "16G", "32G"),
+    expected = {  # configs/paper/pipeline.yaml resources.<kind>
+        "prepare-data": ("4", "8", "8G", "16G"),
+        "validate-data": ("1", "2", "4G", "8G"),
+        "preprocess-moso": ("4", "8", "16G", "32G"),
     }
-    for name, (cpu_req, cpu_lim, mem_req, mem_lim) in expected.items():
-        container = ex[name]["container"]
-        r = container["resources"]
-        assert (r["resourceCpuRequest"], r["resourceCpuLimit"]) == (cpu_req, cpu_lim), name
-        assert (r["resourceMemoryRequest"], r["resourceMemoryLimit"]) == (mem_req, mem_lim), name
-        assert container["image"] == "vidpred:0.1.0"
-        assert "accelerator" not in r  # data stages run on CPU nodes
-        assert not any("pip install" in part for part in container["command"]), "nothing installed at run time"
+    for kind, (cpu_req, cpu_lim, mem_req, mem_lim) in expected.items():
+        names = [n for n in ex if n.endswith(f"-{kind}")]
+        assert len(names) == (len(MOSO_DATASETS) if kind == "preprocess-moso" else len(PAPER_DATASETS)), kind
+        for name in names:
+            container = ex[name]["container"]
+            r = container["resources"]
+            assert (r["resourceCpuRequest"], r["resourceCpuLimit"]) == (cpu_req, cpu_lim), name
+            assert (r["resourceMemoryRequest"], r["resourceMemoryLimit"]) == (mem_req, mem_lim), name
+            assert container["image"] == "vidpred:0.1.0"
+            assert "accelerator" not in r  # data stages run on CPU nodes
+            assert not any("pip install" in part for part in container["command"]), "nothing installed at run time"
+    r = ex["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]  # resources.default
+    assert (r["resourceCpuRequest"], r["resourceMemoryLimit"]) == ("2", "16G")
 
 
-def test_paper_profile_schedules_training_on_a_gpu_node(tmp_path):
-    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "p.yaml"))
+def test_paper_profile_prepares_and_gates_each_dataset_once(paper):
+    spec, _ = paper
     dag = spec["root"]["dag"]["tasks"]
-    assert "validate-data" in dag["train-corrwise"]["dependentTasks"]  # training waits for the gate
-    assert "train-landmarks" in dag["train-landmark-dynamics"]["dependentTasks"]  # LSTM on the autoencoder
-    assert "train-moso-vqvae" in dag["moso-tokens"]["dependentTasks"]  # VQVAE → tokens → Transformer
-    assert "moso-tokens" in dag["train-moso-transformer"]["dependentTasks"]
-    kth_context = dag["moso-tokens"]["inputs"]["parameters"]["context"]["runtimeValue"]["constant"]
-    assert kth_context == 10  # configs/paper/moso-vqvae-kth64.yaml tokens.context (MOSO §4.1, KTH)
-    for task in ("train-moso-vqvae", "train-moso-transformer", "train-corrwise", "train-landmarks",
-                 "train-landmark-dynamics"):
-        acc = executors(spec)[f"exec-{task}"]["container"]["resources"]["accelerator"]
-        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1"
-        k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{task}"]
-        assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
-        assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu" and k8s["tolerations"][0]["effect"] == "NoSchedule"
+    prepared = {name.removesuffix("-prepare-data"): constants(task) for name, task in dag.items()
+                if name.endswith("-prepare-data")}
+    assert set(prepared) == set(PAPER_DATASETS)  # KTH, BAIR, KITTI (two geometries) and BBC Pose: one task each
+    for name, (dataset, size, crop) in PAPER_DATASETS.items():
+        params = prepared[name]
+        assert (params["dataset"], params["size"], params["crop"], params["dataset_name"]) == (dataset, size, crop, name)
+        gate = dag[f"{name}-validate-data"]
+        assert producer(gate, "store") == f"{name}-prepare-data"
+        if name in MOSO_DATASETS:  # MOSO preprocessing waits for the gate and reads the prepared store
+            moso = dag[f"{name}-preprocess-moso"]
+            assert f"{name}-validate-data" in moso["dependentTasks"]
+            assert producer(moso, "store") == f"{name}-prepare-data"
+    assert sum(n.endswith("-prepare-data") and n.startswith("kitti") for n in dag) == 2
 
 
-def test_paper_profile_settings_reach_the_tasks(tmp_path):
-    out = compile_pipeline("paper", tmp_path / "p.yaml")
-    spec, _ = load_docs(out)
-    params = spec["root"]["dag"]["tasks"]["prepare-data"]["inputs"]["parameters"]
-    assert params["dataset"]["runtimeValue"]["constant"] == "kth"
-    assert params["size"]["runtimeValue"]["constant"] == 64
-    assert params["clip_len"]["runtimeValue"]["constant"] == 20
-    moso = spec["root"]["dag"]["tasks"]["preprocess-moso"]["inputs"]["parameters"]
-    assert moso["clip_len"]["runtimeValue"]["constant"] == 20
-    assert (moso["lower"]["runtimeValue"]["constant"], moso["upper"]["runtimeValue"]["constant"]) == (0.1, 0.9)
+def test_paper_profile_trains_each_track_on_its_own_datasets_store(paper):
+    spec, _ = paper
+    dag = spec["root"]["dag"]["tasks"]
+    for track, dataset in PAPER_TRACKS.items():
+        for name in track_tasks(track):
+            task = dag[name]
+            artifacts = set(task["inputs"].get("artifacts", {}))
+            if dataset is None:  # the toy car reads no dataset and waits for nothing
+                assert not artifacts and not task.get("dependentTasks"), name
+                continue
+            for artifact in artifacts & {"store", "moso", "tokens"}:
+                assert source_dataset(dag, name, artifact) == dataset, (name, artifact)
+            md5 = task["inputs"]["parameters"]["data_md5"]["taskOutputParameter"]["producerTask"]
+            assert md5 == f"{dataset}-prepare-data", name
+            if "-train-" in name:  # nothing of a track trains before its data passed the gate
+                assert f"{dataset}-validate-data" in task["dependentTasks"], name
+            assert constants(task)["track"] == track
+    assert "landmarks-kth-train-landmarks" in dag["landmarks-kth-train-landmark-dynamics"]["dependentTasks"]
+    assert producer(dag["moso-kth-train-moso-transformer"], "tokens") == "moso-kth-moso-tokens"
+    assert producer(dag["moso-kth-moso-tokens"], "vqvae") == "moso-kth-train-moso-vqvae"
+
+
+def test_paper_profile_settings_reach_the_tasks(paper):
+    spec, _ = paper
+    dag = spec["root"]["dag"]["tasks"]
+    kth = constants(dag["kth-prepare-data"])
+    assert (kth["size"], kth["clip_len"]) == ("64", 20)
+    assert yaml.safe_load(kth["options_json"]) == {"train_persons": "1-15", "val_persons": "16", "test_persons": "17-25"}
+    assert yaml.safe_load(constants(dag["bair-prepare-data"])["options_json"]) == {"val_count": 512}
+    for dataset, clip_len in (("kth", 20), ("bair", 16), ("kitti-64", 20)):  # MOSO §4: T per dataset
+        moso = constants(dag[f"{dataset}-preprocess-moso"])
+        assert (moso["clip_len"], moso["lower"], moso["upper"]) == (clip_len, 0.1, 0.9), dataset
+    # the token context belongs to each VQVAE config (MOSO §4.1: 10 previous frames on KTH, 1 on BAIR)
+    contexts = {t: constants(dag[f"{t}-moso-tokens"])["context"] for t in ("moso-kth", "moso-bair", "moso-kitti")}
+    assert contexts == {"moso-kth": 10, "moso-bair": 1, "moso-kitti": 5}
+    assert constants(dag["moso-bair-train-moso-vqvae"])["config"] == "paper/moso-vqvae-bair64"
+    corrwise = {t: constants(dag[f"{t}-train-corrwise"]) for t in PAPER_TRACKS if t.startswith("corrwise-")}
+    assert {c["config"] for c in corrwise.values()} == {"paper/corrwise-kitti-tab1"}
+    assert corrwise["corrwise-kitti-l1-pixelwise"]["overrides"] == ["loss.base=l1", "loss.mode=pixelwise"]
+    assert corrwise["corrwise-kitti-l1p-corrwise"]["overrides"] == [
+        "loss.base=l1+perceptual", "loss.mode=corrwise", "loss.pixelwise_warmup_epochs=1"]
+    toy = {t: constants(dag[f"{t}-toycar-experiment"]) for t in ("toycar-pixelwise", "toycar-corrwise")}
+    assert {t: (c["loss"], c["mode"]) for t, c in toy.items()} == {
+        "toycar-pixelwise": ("l1", "pixelwise"), "toycar-corrwise": ("l1", "corrwise")}
     # the per-run values stay pipeline parameters
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"tracking_uri", "parent_run_id"}
 
+
+def test_paper_profile_evaluates_every_track_evaluation_and_reports_after_all(paper):
+    spec, _ = paper
+    dag = spec["root"]["dag"]["tasks"]
+    evals = {name for name in dag if name.startswith("evaluate-")}
+    assert evals == set(PAPER_EVALUATIONS)
+    for name, (track, model_task, protocol, method) in PAPER_EVALUATIONS.items():
+        task = dag[name]
+        params = constants(task)
+        assert (params["name"], params["track"], params["protocol"], params["method"]) == \
+            (name.removeprefix("evaluate-"), track, protocol, method), name
+        assert producer(task, "model") == model_task and model_task in task["dependentTasks"], name
+        assert source_dataset(dag, name, "store") == PAPER_TRACKS[track], name  # scored on its track's dataset
+    assert constants(dag["evaluate-moso-kth"])["baselines"] == ["copy-last", "linear"]
+    assert constants(dag["evaluate-landmarks-bbcpose-keypoints"])["baselines"] == []
+    assert set(dag["make-report"]["dependentTasks"]) == evals
+    assert "accelerator" not in executors(spec)["exec-make-report"]["container"]["resources"]
+
+
+def test_paper_profile_schedules_training_and_evaluation_on_a_gpu_node(paper):
+    spec, platform = paper
+    ex = executors(spec)
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {f"exec-{t}" for t in GPU_TASKS}  # tolerations/node selectors only where a GPU is asked for
+    for task in PAPER_TASKS:
+        resources = ex[f"exec-{task}"]["container"]["resources"]
+        if task not in GPU_TASKS:  # data stages, the toy car and the report stay on CPU nodes
+            assert "accelerator" not in resources, task
+            continue
+        acc = resources["accelerator"]
+        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1", task
+        assert k8s[f"exec-{task}"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+        assert k8s[f"exec-{task}"]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
+    assert {"toycar-corrwise-toycar-experiment", "kth-preprocess-moso", "make-report"}.isdisjoint(GPU_TASKS)
+
+
+# ------------------------------------------------------------------------------------------ --only, cpu profile
+
+def test_only_moso_kth_compiles_that_track_and_its_dataset(tmp_path):
+    out = tmp_path / "kth.yaml"
+    res = cli("compile", "--profile", "paper", "--only", "moso-kth", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    spec, _ = load_docs(out)
+    assert set(spec["root"]["dag"]["tasks"]) == {
+        "kth-prepare-data", "kth-validate-data", "kth-preprocess-moso", "moso-kth-train-moso-vqvae",
+        "moso-kth-moso-tokens", "moso-kth-train-moso-transformer", "evaluate-moso-kth", "make-report"}
+
+
+def test_only_tracks_sharing_a_dataset_prepare_it_once(tmp_path):
+    spec, _ = load_docs(compile_pipeline("paper", tmp_path / "kth.yaml", only=["landmarks-kth", "moso-kth"]))
+    dag = spec["root"]["dag"]["tasks"]
+    assert [n for n in dag if n.endswith("-prepare-data")] == ["kth-prepare-data"]
+    assert source_dataset(dag, "landmarks-kth-train-landmarks", "store") == "kth"
+    assert source_dataset(dag, "moso-kth-train-moso-vqvae", "moso") == "kth"
+    spec, _ = load_docs(compile_pipeline("paper", tmp_path / "toy.yaml", only=["toycar-corrwise"]))
+    assert set(spec["root"]["dag"]["tasks"]) == {"toycar-corrwise-toycar-experiment"}  # no dataset, no evaluation
+
+
+def test_cli_only_with_an_unknown_track_exits_2_with_one_line(tmp_path):
+    res = cli("compile", "--profile", "paper", "--only", "moso-kth,moso-robonet", "--out", str(tmp_path / "x.yaml"))
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--only: unknown track 'moso-robonet'" in lines[0], res.stderr
+    assert "moso-kth" in lines[0] and "landmarks-bbcpose" in lines[0]  # the profile's tracks are named
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_cpu_profile_compiles_with_the_paper_track_names(tmp_path, paper):
+    spec, platform = load_docs(compile_pipeline("cpu", tmp_path / "cpu.yaml"))
+    dag = spec["root"]["dag"]["tasks"]
+    paper_dag = paper[0]["root"]["dag"]["tasks"]
+    # every track task and every evaluation has the paper profile's name; only the datasets differ
+    assert {n for n in dag if not n.startswith("shapes-")} == \
+        {n for n in paper_dag if not any(n.startswith(f"{d}-") for d in PAPER_DATASETS)}
+    assert {n for n in dag if n.endswith("-prepare-data")} == {f"{d}-prepare-data" for d in CPU_STAND_INS.values()}
+    for track, dataset in PAPER_TRACKS.items():  # each track trains on the stand-in of its paper dataset
+        for name in track_tasks(track):
+            for artifact in set(dag[name]["inputs"].get("artifacts", {})) & {"store", "moso"}:
+                assert source_dataset(dag, name, artifact) == CPU_STAND_INS[dataset], (name, artifact)
+    for name, (track, model_task, _, method) in PAPER_EVALUATIONS.items():
+        params = constants(dag[name])
+        assert params["protocol"].startswith("shapes-") and params["method"] == method, name
+        assert producer(dag[name], "model") == model_task, name
+        assert source_dataset(dag, name, "store") == CPU_STAND_INS[PAPER_TRACKS[track]], name
+    assert not any("accelerator" in e["container"]["resources"] for e in executors(spec).values())  # CPU only
+    assert not platform
+
+
+# ------------------------------------------------------------------------------------------ GPU settings
 
 def test_gpu_stage_compiles_accelerator_toleration_and_node_selector(tmp_path):
     out = compile_pipeline("paper", tmp_path / "gpu.yaml", [
@@ -95,14 +285,24 @@ def test_gpu_stage_compiles_accelerator_toleration_and_node_selector(tmp_path):
         "gpu.toleration.key=dedicated", "gpu.toleration.value=ml", "gpu.toleration.effect=NoExecute",
         "gpu.node_selector.label=example.com/gpu-pool", "gpu.node_selector.value=a100-pool"])
     spec, platform = load_docs(out)
-    acc = executors(spec)["exec-preprocess-moso"]["container"]["resources"]["accelerator"]
-    assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "2"
-    assert "accelerator" not in executors(spec)["exec-validate-data"]["container"]["resources"]
+    moso_tasks = {f"exec-{d}-preprocess-moso" for d in MOSO_DATASETS}
+    for name in moso_tasks:  # a kind covers that task of every dataset
+        acc = executors(spec)[name]["container"]["resources"]["accelerator"]
+        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "2"
+    assert "accelerator" not in executors(spec)["exec-kth-validate-data"]["container"]["resources"]
+    assert "accelerator" not in executors(spec)["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {"exec-preprocess-moso"}
-    moso = k8s["exec-preprocess-moso"]
+    assert set(k8s) == moso_tasks
+    moso = k8s["exec-kth-preprocess-moso"]
     assert moso["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
     assert moso["nodeSelector"]["labels"] == {"example.com/gpu-pool": "a100-pool"}
+
+
+def test_gpu_for_evaluations_only(tmp_path):
+    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "eval.yaml", ["gpu.stages=[evaluate]"],
+                                                only=["landmarks-bbcpose", "toycar-pixelwise"]))
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(k8s) == {"exec-evaluate-landmarks-bbcpose", "exec-evaluate-landmarks-bbcpose-keypoints"}
 
 
 def test_request_gpu_on_a_task(tmp_path):
@@ -147,18 +347,39 @@ def test_request_gpu_rejects_bad_settings(gpu, needle):
             request_gpu(task, gpu)
 
 
+# ------------------------------------------------------------------------------------------ errors
+
 @pytest.mark.parametrize("override, needle", [
-    ("data.size=big", "'data.size' must be int"),
-    ("data.clip_len=0", "'data.clip_len' must be int ≥ 1"),
-    ("preprocess.lower=[1]", "'preprocess.lower'"),
-    ("resources.default.gpus=1", "resources.default.gpus: unknown setting"),
+    ("datasets.shapes.size=big", "'datasets.shapes.size' must be N or"),
+    ("datasets.shapes.clip_len=0", "'datasets.shapes.clip_len' must be int ≥ 1"),
+    ("datasets.shapes.moso.lower=[1]", "'datasets.shapes.moso.lower'"),
+    ("data.dataset=kth", "'data' is not a known key"),  # the pre-redesign schema
+    ("resources.default.gpus=1", "'resources.default.gpus' is not a known key"),
+    ("gpu.stages=[evaluate_moso-kth]", "'gpu.stages' has unknown task 'evaluate_moso-kth'"),
+    ("gpu.stages=[train_corrwise]", "'gpu.type' must name an accelerator"),
+    ("gpu.toleration={key: k, effect: Sometimes}", "gpu.toleration.effect must be"),  # only checked when scheduling
 ])
 def test_bad_profile_values_are_one_line_errors(tmp_path, override, needle):
     out = tmp_path / "bad.yaml"
-    with pytest.raises(VidpredError, match=needle) as err:
-        compile_pipeline("smoke", out, [override])
+    overrides = [override] + (["gpu.stages=[evaluate]", "gpu.type=nvidia.com/gpu"] if "toleration" in override else [])
+    with pytest.raises(VidpredError) as err:
+        compile_pipeline("smoke", out, overrides)
+    assert needle in str(err.value), str(err.value)
     assert "\n" not in str(err.value)
     assert not out.exists() and not list(tmp_path.iterdir()), "no partial output"
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("tracks.corrwise.evaluate={protocol: nope}", "unknown protocol 'nope'"),
+    ("tracks.toycar.evaluate={protocol: shapes-corrwise}", "'tracks.toycar.evaluate.stage' must name an evaluated stage"),
+    ("tracks.corrwise.evaluate={protocol: shapes-corrwise, baselines: [mean]}", "has unknown 'mean'"),
+    ("tracks.corrwise.evaluate={protocol: shapes-corrwise, protocl: x}", "'tracks.corrwise.evaluate.protocl' is not a known key"),
+    ("tracks.corrwise.evaluate={protocol: corrwise-kitti}", "corrwise-kitti scores 256×512 frames but dataset shapes-wide"),
+])
+def test_bad_evaluate_sections_are_one_line_errors(tmp_path, override, needle):
+    with pytest.raises(VidpredError) as exc:
+        compile_pipeline("smoke", tmp_path / "x.yaml", [override])
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_compile_refuses_non_yaml_output(tmp_path):
@@ -173,7 +394,7 @@ def test_cli_unknown_profile_exits_2_with_one_line(tmp_path):
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: unknown profile 'nope'"), res.stderr
-        assert "smoke" in lines[0] and "paper" in lines[0]  # the known profiles are named
+        assert all(p in lines[0] for p in ("smoke", "cpu", "paper"))  # the known profiles are named
     assert not (tmp_path / "runs").exists() and not (tmp_path / "x.yaml").exists()
 
 
@@ -198,33 +419,3 @@ def test_tasks_use_this_interpreter(monkeypatch):
     assert os.environ["PATH"].split(os.pathsep) == [bindir, "/usr/bin", "/bin"]
     _use_this_python()  # idempotent
     assert os.environ["PATH"].split(os.pathsep) == [bindir, "/usr/bin", "/bin"]
-
-
-def test_paper_profile_evaluates_on_a_gpu_node_and_reports_after_every_evaluation(tmp_path):
-    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "p.yaml"))
-    dag = spec["root"]["dag"]["tasks"]
-    evals = {t["taskInfo"]["name"]: key for key, t in dag.items() if key.startswith("evaluate-track")}
-    assert set(evals) == {"evaluate-moso-kth", "evaluate-landmarks-kth"}
-    moso = dag[evals["evaluate-moso-kth"]]
-    params = {k: v["runtimeValue"]["constant"] for k, v in moso["inputs"]["parameters"].items() if "runtimeValue" in v}
-    assert (params["protocol"], params["method"], params["baselines"]) == ("moso-kth", "moso", ["copy-last", "linear"])
-    assert moso["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train-moso-transformer"
-    assert "train-moso-transformer" in moso["dependentTasks"]
-    for key in evals.values():
-        acc = executors(spec)[f"exec-{key}"]["container"]["resources"]["accelerator"]
-        assert acc["resourceType"] == "nvidia.com/gpu"
-        assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][f"exec-{key}"]["tolerations"]
-    assert set(dag["make-report"]["dependentTasks"]) >= set(evals.values())
-    assert "accelerator" not in executors(spec)["exec-make-report"]["container"]["resources"]
-
-
-@pytest.mark.parametrize("override, needle", [
-    ("stages.corrwise.evaluate={protocol: nope}", "unknown protocol 'nope'"),
-    ("stages.toycar.evaluate={protocol: shapes-corrwise}", "stage toycar has no evaluation"),
-    ("stages.corrwise.evaluate={protocol: shapes-corrwise, baselines: [mean]}", "unknown ['mean']"),
-    ("stages.corrwise.evaluate={protocol: shapes-corrwise, protocl: x}", "unknown key(s) protocl"),
-])
-def test_bad_evaluate_sections_are_one_line_errors(tmp_path, override, needle):
-    with pytest.raises(VidpredError) as exc:
-        compile_pipeline("smoke", tmp_path / "x.yaml", [override])
-    assert needle in str(exc.value) and "\n" not in str(exc.value)

@@ -37,7 +37,7 @@ def _stage_runs(error: str) -> tuple[object, dict[str, str]]:
 @pytest.mark.slow
 def test_failed_gate_stops_only_the_tracks_on_that_dataset(tmp_path):
     # shapes-wide has 8-frame videos: a 12-frame long_enough gate must fail; the toy-car track needs no dataset
-    res, error = _run(tmp_path, "corrwise,toycar", ["datasets.shapes-wide.validate_clip_len=12"])
+    res, error = _run(tmp_path, "corrwise,toycar", ["datasets.shapes-wide.validate.clip_len=12"])
     assert error.startswith("error: stage shapes-wide-validate-data (dataset shapes-wide) failed: data validation "
                             "failed: gate(s) long_enough"), error
     assert "not run (their dataset failed): corrwise; finished tracks: toycar" in error
