@@ -4,7 +4,8 @@
 checkpoints and samples; the keypoint accuracy (if the store has centre ground truth) goes into the
 artifact metadata. ``train_landmark_dynamics``: the LSTM on top of it → ``dynamics.pt`` (with a copy of
 ``landmarks.pt``, so the artifact is the whole predictor) and a rollout GIF.
-MLflow nesting via ``vidpred.orchestrate.run_training_stage``; GPU scheduling is set by the pipeline.
+MLflow nesting, torchrun on several GPUs and multi-node Kubeflow Trainer jobs via
+``vidpred.orchestrate.run_training_stage``; GPU scheduling is set by the pipeline.
 """
 
 from kfp import dsl
@@ -15,12 +16,16 @@ from components.common import vidpred_component
 @vidpred_component
 def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                     overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                    parent_run_id: str = "", track: str = "") -> str:
-    """Pretrain the landmark autoencoder on ``store``; everything lands in ``model.path``."""
+                    parent_run_id: str = "", track: str = "", nproc: int = 1, checkpoints: str = "",
+                    run_id: str = "", trainjob: str = "") -> str:
+    """Pretrain the landmark autoencoder on ``store``; everything lands in ``model.path``.
+    ``nproc`` / ``checkpoints`` / ``run_id`` / ``trainjob``: how and where it trains (torchrun, the checkpoint
+    location of the run, a Kubeflow Trainer job), see ``vidpred.orchestrate.run_training_stage``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
-        "landmarks", config, list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}"],
+        "landmarks", config, list(overrides), inputs={"data.store": store.path}, out_dir=model.path, nproc=nproc,
+        checkpoints=checkpoints, run_id=run_id, trainjob=trainjob,
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.train.metrics.items()})
@@ -33,14 +38,17 @@ def train_landmarks(config: str, store: dsl.Input[dsl.Dataset], model: dsl.Outpu
 @vidpred_component
 def train_landmark_dynamics(config: str, store: dsl.Input[dsl.Dataset], landmarks: dsl.Input[dsl.Model],
                             model: dsl.Output[dsl.Model], overrides: list = [], data_md5: str = "",
-                            tracking_uri: str = "", parent_run_id: str = "", track: str = "") -> str:
-    """Train the (μ, Cholesky) LSTM with the autoencoder from ``landmarks``; outputs in ``model.path``."""
+                            tracking_uri: str = "", parent_run_id: str = "", track: str = "", nproc: int = 1,
+                            checkpoints: str = "", run_id: str = "", trainjob: str = "") -> str:
+    """Train the (μ, Cholesky) LSTM with the autoencoder from ``landmarks``; outputs in ``model.path``.
+    ``nproc`` / ``checkpoints`` / ``run_id`` / ``trainjob``: how and where it trains (torchrun, the checkpoint
+    location of the run, a Kubeflow Trainer job), see ``vidpred.orchestrate.run_training_stage``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
-        "landmark_dynamics", config,
-        list(overrides) + [f"data.store={store.path}", f"train.out_dir={model.path}",
-                           f"model.autoencoder={landmarks.path}/landmarks.pt"],
+        "landmark_dynamics", config, list(overrides),
+        inputs={"data.store": store.path, "model.autoencoder": f"{landmarks.path}/landmarks.pt"},
+        out_dir=model.path, nproc=nproc, checkpoints=checkpoints, run_id=run_id, trainjob=trainjob,
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     import shutil
 

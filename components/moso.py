@@ -4,7 +4,8 @@
 and reconstruction samples. ``moso_tokens``: the token set (real and pseudo-clip tokens, codebook version).
 ``train_moso_transformer``: MOSO-Transformer on the token set → ``moso_transformer.pt`` (with a copy of the
 VQVAE, so the artifact is the whole predictor) and prediction samples; held-out PSNR/SSIM of the prediction and of the copy-last-frame baseline go into the metadata.
-MLflow nesting via ``vidpred.orchestrate``; GPU scheduling is set by the pipeline.
+MLflow nesting, torchrun on several GPUs and multi-node Kubeflow Trainer jobs via ``vidpred.orchestrate``; GPU
+scheduling is set by the pipeline.
 """
 
 from kfp import dsl
@@ -15,12 +16,16 @@ from components.common import vidpred_component
 @vidpred_component
 def train_moso_vqvae(config: str, moso: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                      overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                     parent_run_id: str = "", track: str = "") -> str:
-    """Train MOSO-VQVAE on the MOSO store ``moso``; everything lands in ``model.path``."""
+                     parent_run_id: str = "", track: str = "", nproc: int = 1, checkpoints: str = "",
+                     run_id: str = "", trainjob: str = "") -> str:
+    """Train MOSO-VQVAE on the MOSO store ``moso``; everything lands in ``model.path``.
+    ``nproc`` / ``checkpoints`` / ``run_id`` / ``trainjob``: how and where it trains (torchrun, the checkpoint
+    location of the run, a Kubeflow Trainer job), see ``vidpred.orchestrate.run_training_stage``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
-        "moso_vqvae", config, list(overrides) + [f"data.moso_store={moso.path}", f"train.out_dir={model.path}"],
+        "moso_vqvae", config, list(overrides), inputs={"data.moso_store": moso.path}, out_dir=model.path,
+        nproc=nproc, checkpoints=checkpoints, run_id=run_id, trainjob=trainjob,
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     model.metadata["step"] = result.train.step
     model.metadata.update({k: float(v) for k, v in result.metrics.items()})
@@ -52,14 +57,17 @@ def moso_tokens(moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model], token
 def train_moso_transformer(config: str, moso: dsl.Input[dsl.Dataset], vqvae: dsl.Input[dsl.Model],
                            tokens: dsl.Input[dsl.Dataset], model: dsl.Output[dsl.Model],
                            overrides: list = [], data_md5: str = "", tracking_uri: str = "",
-                           parent_run_id: str = "", track: str = "") -> str:
-    """Train MOSO-Transformer on ``tokens``; validation decodes with ``vqvae`` against ``moso``'s frames."""
+                           parent_run_id: str = "", track: str = "", nproc: int = 1, checkpoints: str = "",
+                           run_id: str = "", trainjob: str = "") -> str:
+    """Train MOSO-Transformer on ``tokens``; validation decodes with ``vqvae`` against ``moso``'s frames.
+    ``nproc`` / ``checkpoints`` / ``run_id`` / ``trainjob``: how and where it trains (torchrun, the checkpoint
+    location of the run, a Kubeflow Trainer job), see ``vidpred.orchestrate.run_training_stage``."""
     from vidpred.orchestrate import run_training_stage
 
     result = run_training_stage(
-        "moso_transformer", config,
-        list(overrides) + [f"data.tokens={tokens.path}", f"data.moso_store={moso.path}",
-                           f"vqvae={vqvae.path}/moso_vqvae.pt", f"train.out_dir={model.path}"],
+        "moso_transformer", config, list(overrides),
+        inputs={"data.tokens": tokens.path, "data.moso_store": moso.path, "vqvae": f"{vqvae.path}/moso_vqvae.pt"},
+        out_dir=model.path, nproc=nproc, checkpoints=checkpoints, run_id=run_id, trainjob=trainjob,
         tracking_uri=tracking_uri, parent_run_id=parent_run_id, data_md5=data_md5, track=track)
     import shutil
 

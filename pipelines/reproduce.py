@@ -27,6 +27,18 @@ Per task, :func:`configure` applies from the profile ``resources.<kind>`` (else 
 Resources, accelerators, tolerations and node selectors are ignored by ``kfp.local`` but compile into the
 YAML (the last two into the PlatformSpec, the YAML's second document).
 
+Training stages run where their ``nodes`` × ``gpus`` say (``vidpred.profile``; :func:`_placement`): one GPU or
+none → the task trains in its own process; G > 1 GPUs on one node → the task's accelerator limit is G and its
+``nproc`` input G, so it runs the stage under ``torchrun --nproc-per-node G``; N > 1 nodes → the task gets a
+``trainjob`` input (``vidpred.trainjob.TrainJobSettings`` as JSON), ``resources.default`` and no accelerator: it
+creates a Kubeflow Trainer TrainJob of N pods × G GPUs (each with the kind's resources), follows it and fails
+with it. With the profile's ``checkpoints``, every training task gets ``checkpoints`` (the location) and
+``run_id`` = ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``, and trains with
+``train.ckpt_dir=<location>/<run id>/<track>/<stage>``, so a retried or rescheduled task resumes. The run id is
+its own input because the KFP driver substitutes a placeholder only when it is a parameter's whole value
+(kfp.local puts a random number per local run there); ``checkpoints.pvc`` is mounted at the location in every
+training task.
+
 Adding a stage kind: a component in ``components/``, its entry in ``vidpred.profile.STAGES``, and its
 branch in :func:`_track_tasks`.
 (No ``from __future__ import annotations`` here: kfp reads the pipeline's type annotations at run time.)
@@ -45,7 +57,7 @@ from components.landmarks import train_landmark_dynamics, train_landmarks
 from components.moso import moso_tokens, train_moso_transformer, train_moso_vqvae
 from vidpred.config import load_config
 from vidpred.errors import VidpredError
-from vidpred.profile import Profile, TrackSpec
+from vidpred.profile import Profile, StageSpec, TrackSpec
 
 RESOURCE_SETTERS = {
     "cpu_request": "set_cpu_request",
@@ -104,14 +116,20 @@ def request_gpu(task: dsl.PipelineTask, gpu_cfg: Mapping | Any) -> dsl.PipelineT
     return task
 
 
-def configure(task: dsl.PipelineTask, profile: Profile, kind: str) -> dsl.PipelineTask:
-    """Resources, GPU scheduling and environment of a task of ``kind`` from the profile (see the module doc)."""
-    where = kind if profile.resources.get(kind) else "default"
+def configure(task: dsl.PipelineTask, profile: Profile, kind: str, stage: StageSpec | None = None) -> dsl.PipelineTask:
+    """Resources, GPU scheduling and environment of a task of ``kind`` from the profile (see the module doc);
+    for a training ``stage``, its own ``gpus``. The task of a multi-node stage only follows its Trainer job, whose
+    pods get the kind's resources and the GPUs: it gets ``resources.default`` and no GPU."""
+    multi_node = stage is not None and stage.nodes > 1
+    where = kind if profile.resources.get(kind) and not multi_node else "default"
     for key, value in _plain(profile.resources.get(where)).items():
         if key not in RESOURCE_SETTERS:
             raise VidpredError(f"resources.{where}.{key}: unknown setting (known: {', '.join(RESOURCE_SETTERS)})")
         getattr(task, RESOURCE_SETTERS[key])(str(value))
-    if kind in (profile.gpu.get("stages") or []):
+    if stage is not None:
+        if stage.gpus and stage.nodes == 1:
+            request_gpu(task, {**_plain(profile.gpu), "count": stage.gpus})
+    elif kind in (profile.gpu.get("stages") or []):
         request_gpu(task, profile.gpu)
     for key, value in profile.env.items():
         task.set_env_variable(key, value)
@@ -126,7 +144,8 @@ class _Tasks:
         self.owner: dict[str, tuple[str, str]] = {}  # task name → ("track" | "dataset" | "run", name)
         self._components: dict[str, Any] = {}
 
-    def __call__(self, kind: str, owner: tuple[str, str], **arguments) -> dsl.PipelineTask:
+    def __call__(self, kind: str, owner: tuple[str, str], stage: StageSpec | None = None,
+                 **arguments) -> dsl.PipelineTask:
         name = kind.replace("_", "-") if owner[0] == "run" else f"{owner[1]}-{kind.replace('_', '-')}"
         if kind == "evaluate":
             name = f"evaluate-{arguments['name']}"
@@ -138,8 +157,20 @@ class _Tasks:
             self._components[name] = component
         task = component(**arguments)
         self.owner[task.name] = owner
-        configure(task, self.profile, kind).set_display_name(name)
+        configure(task, self.profile, kind, stage).set_display_name(name)
         return task
+
+
+def _placement(profile: Profile, kind: str, stage: StageSpec) -> dict:
+    """The inputs of a training task that say how and where it trains (see the module doc)."""
+    from vidpred.trainjob import settings_for
+
+    args: dict[str, Any] = {"nproc": max(stage.gpus, 1)}
+    if profile.checkpoints:
+        args.update(checkpoints=profile.checkpoints["location"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    if stage.nodes > 1:
+        args["trainjob"] = settings_for(profile, kind, stage).to_json()
+    return args
 
 
 def _track_tasks(make: _Tasks, track: TrackSpec, data: dict | None, run: dict) -> list:
@@ -152,7 +183,12 @@ def _track_tasks(make: _Tasks, track: TrackSpec, data: dict | None, run: dict) -
     models: dict[str, Any] = {}
 
     def train(kind: str, stage: str, **inputs) -> dsl.PipelineTask:
-        task = make(kind, owner, config=st[stage].config, overrides=list(st[stage].overrides), **inputs, **base)
+        spec = st[stage]
+        task = make(kind, owner, spec, config=spec.config, overrides=list(spec.overrides),
+                    **_placement(make.profile, kind, spec), **inputs, **base)
+        checkpoints = make.profile.checkpoints
+        if checkpoints and checkpoints.get("pvc"):  # the checkpoints (and a Trainer job's workspace) live there
+            kubernetes.mount_pvc(task, pvc_name=checkpoints["pvc"], mount_path=checkpoints["location"])
         if data is not None:
             task.after(data["gate"])  # nothing of the track runs before its data passed the gate
         models[stage] = task.outputs["model"]

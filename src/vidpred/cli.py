@@ -198,45 +198,68 @@ def evaluate(
 ConfigOpt = typer.Option(..., "--config", help="YAML config file or a name under configs/ (e.g. smoke/corrwise).")
 
 
-def _train(module: str, config: str, overrides: Optional[List[str]]) -> None:
+NprocOpt = typer.Option(None, "--nproc", min=1, help="Run the stage under torchrun with N local processes (PyTorch "
+                        "DDP: one per GPU, or CPU processes with gloo); train.batch_size stays the global batch.")
+
+
+def _train(module: str, config: str, overrides: Optional[List[str]], nproc: Optional[int] = None) -> None:
     import importlib
 
     from vidpred.config import resolve_config_path
 
     resolve_config_path(config)  # a missing file is reported before the (slow) stage import
-    result = importlib.import_module(f"vidpred.train.{module}").main(config, overrides or [])
+    if nproc is not None:
+        from vidpred.train.distributed import LaunchError, launch
+
+        try:
+            launch(module, config, overrides or [], nproc=nproc)
+        except LaunchError as exc:  # one line; the exit status of torchrun goes on
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.returncode)
+        return
+    from vidpred.train import distributed
+
+    worker = distributed.under_torchrun()  # then errors go to torchrun's report and rank 0 alone speaks
+    try:
+        result = importlib.import_module(f"vidpred.train.{module}").main(config, overrides or [])
+    except VidpredError as exc:
+        if worker and not distributed.record_worker_error(exc):
+            raise typer.Exit(2)
+        raise
+    if worker and not distributed.is_main():
+        return
     describe = getattr(result, "describe", None)
     typer.echo(describe() if callable(describe) else str(result))
 
 
 @train_app.command("corrwise")
-def train_corrwise(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_corrwise(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, nproc: Optional[int] = NprocOpt):
     """Train the 3D-conv predictor with a correspondence-wise (or pixel-wise) loss."""
-    _train("corrwise", config, set_)
+    _train("corrwise", config, set_, nproc)
 
 
 @train_app.command("moso-vqvae")
-def train_moso_vqvae(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_moso_vqvae(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, nproc: Optional[int] = NprocOpt):
     """Train MOSO-VQVAE (motion / scene / object encoders, shared codebook, merge decoder)."""
-    _train("moso_vqvae", config, set_)
+    _train("moso_vqvae", config, set_, nproc)
 
 
 @train_app.command("moso-transformer")
-def train_moso_transformer(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_moso_transformer(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, nproc: Optional[int] = NprocOpt):
     """Train MOSO-Transformer (MaskGIT over scene / object / motion tokens)."""
-    _train("moso_transformer", config, set_)
+    _train("moso_transformer", config, set_, nproc)
 
 
 @train_app.command("landmarks")
-def train_landmarks(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_landmarks(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, nproc: Optional[int] = NprocOpt):
     """Pretrain the unsupervised landmark autoencoder."""
-    _train("landmarks", config, set_)
+    _train("landmarks", config, set_, nproc)
 
 
 @train_app.command("landmark-dynamics")
-def train_landmark_dynamics(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt):
+def train_landmark_dynamics(config: str = ConfigOpt, set_: Optional[List[str]] = SetOpt, nproc: Optional[int] = NprocOpt):
     """Train the LSTM landmark dynamics in (mean, Cholesky) space."""
-    _train("landmark_dynamics", config, set_)
+    _train("landmark_dynamics", config, set_, nproc)
 
 
 @experiment_app.command("toycar")

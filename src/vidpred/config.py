@@ -12,12 +12,34 @@ A file may name ``base: other.yaml`` (relative to itself); the base is loaded fi
 Every numeric leaf must have provenance (``missing_provenance`` finds the gaps; a test runs it over all
 files in ``configs/``). CLI overrides get provenance ``override: --set``. The resolved values and the
 provenance are both logged to MLflow by the tracking module.
+
+**Strict keys.** Every stage declares the keys it reads once, as a :class:`Schema` at the top of its module
+(``CONFIG_SCHEMA`` in ``vidpred.train.corrwise`` …, ``vidpred.experiments.toycar``): dotted key → default
+(:data:`REQUIRED`: must be set; ``**fields_of(SomeSettings, "model")``: every field of a settings dataclass,
+``**loop_keys()``: the shared loop's ``train.*`` keys, i.e. the :class:`vidpred.train.loop.LoopSettings`
+fields, so a new loop setting is known everywhere at once). ``load_config(path, overrides, schema=…)``
+checks the merged result (files + ``base:`` + ``--set``) before anything runs: a key the stage does not
+read is one :class:`VidpredError` naming it and the closest known key (``unknown key 'train.lrr' (from
+--set; did you mean 'train.lr'?)``), and so is a missing required key. Without ``schema`` nothing is checked
+(profiles and protocols are checked by their own readers). The rules:
+
+* sections are the prefixes of the declared keys; a declared key's value is taken whole and not looked
+  into — a list, or a mapping handed on as it is (``loss.perceptual``: ``PerceptualLoss`` arguments,
+  ``loss.base`` as ``{l1: 0.5, perceptual: 0.5}``): whoever receives it checks it;
+* ``base`` and ``provenance`` are file structure, read by the loader (never settable with ``--set``);
+* every stage also accepts :data:`COMMON_KEYS`: ``tracking.experiment`` (the MLflow experiment,
+  ``vidpred.tracking``) and ``experiment`` (a name, or the ``experiment.<name>`` section of
+  ``vidpred experiment <name>``: e.g. ``experiment.toycar`` lives in ``smoke/corrwise.yaml`` and is checked
+  by the toy experiment's own schema, whose ``root`` is that section);
+* ``task`` is an ordinary key of the stages that read it (corrwise); profiles (``pipeline.yaml``) are
+  checked by ``vidpred.profile`` and protocols (``protocols.yaml``) by ``vidpred.evaluate.protocols``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +142,21 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML config (following ``base:``), then apply ``key=value`` overrides."""
+def load_config(path: str | Path | Config, overrides: Iterable[str] = (), schema: Schema | None = None) -> Config:
+    """Load a YAML config (following ``base:``), then apply ``key=value`` overrides; with ``schema``, check
+    the result's keys (see the module doc). A :class:`Config` given instead of a path is copied first."""
+    if isinstance(path, Config):
+        cfg = Config(copy.deepcopy(path.values), dict(path.provenance), path.path)
+        for item in overrides:
+            apply_override(cfg, item)
+    else:
+        cfg = _load_file(path, overrides)
+    if schema is not None:
+        schema.check(cfg)
+    return cfg
+
+
+def _load_file(path: str | Path, overrides: Iterable[str]) -> Config:
     path = resolve_config_path(path)
     data = _read_yaml(path)
     provenance = dict(data.pop("provenance", None) or {})
@@ -177,6 +212,151 @@ def missing_provenance(cfg: Config) -> list[str]:
     return missing
 
 
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()  # a schema default meaning "no default: the config must set it"
+COMMON_KEYS: dict[str, Any] = {  # read for every stage (by vidpred.tracking), see the module doc
+    "tracking.experiment": None,
+    "experiment": None,  # an MLflow experiment name, or experiment.<name> sections of `vidpred experiment`
+}
+
+
+def fields_of(cls, section: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """``{"section.field": default}`` for every field of a settings dataclass (:data:`REQUIRED` where it has
+    no default), for a :class:`Schema` whose section goes to ``cls`` (e.g. ``PredictorConfig(**model)``)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = REQUIRED
+        out[f"{section}.{f.name}"] = default
+    return out
+
+
+def loop_keys(section: str = "train") -> dict[str, Any]:
+    """The shared training loop's keys: every :class:`vidpred.train.loop.LoopSettings` field but ``out_dir``
+    and ``stage`` (the stage sets those; ``train.out_dir`` is a key of each stage, with its own default)."""
+    from vidpred.train.loop import LoopSettings
+
+    return fields_of(LoopSettings, section, exclude=("out_dir", "stage"))
+
+
+def suggest(key: str, known: Iterable[str]) -> str | None:
+    """The known dotted key closest to ``key`` (``difflib``), or None: in a known section, the closest
+    sibling (``train.lrr`` → ``train.lr``); in an unknown one, the closest whole key (``trian.lr`` →
+    ``train.lr``); failing that, the same name in another section (``optim.lr`` → ``train.lr``)."""
+    known = sorted(set(known))
+    parent, _, leaf = key.rpartition(".")
+    if not parent or parent in known:
+        siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == parent]
+        close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+        match = [f"{parent}.{m}" if parent else m for m in close]
+    else:
+        match = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    match = match or [k for k in known if k.rpartition(".")[2] == leaf and k != key]
+    return match[0] if match else None
+
+
+def _shown(path: Path | None) -> str:
+    if path is None:
+        return "config"
+    try:
+        return f"config {Path(path).relative_to(REPO_ROOT)}"
+    except ValueError:
+        return f"config {path}"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The config keys one stage reads (see the module doc): ``keys`` maps each dotted key, relative to
+    ``root`` ("" = the whole file), to its default (:data:`REQUIRED`: must be set). The default is what the
+    stage uses when the key is absent; it documents the stage — the stage code still reads the key itself."""
+
+    stage: str
+    keys: dict[str, Any]
+    root: str = ""
+
+    def __post_init__(self):
+        keys = {**COMMON_KEYS, **self.keys} if not self.root else dict(self.keys)
+        clash = sorted(k for k in keys if any(o.startswith(k + ".") for o in keys))
+        if clash:  # a programming error in a stage module, not a user error
+            raise ValueError(f"schema {self.stage}: '{clash[0]}' is both a key and a section")
+        object.__setattr__(self, "keys", keys)
+
+    @property
+    def sections(self) -> set[str]:
+        return {".".join(k.split(".")[:i]) for k in self.keys for i in range(1, k.count(".") + 1)}
+
+    def known(self) -> set[str]:
+        """Every full dotted key and section this schema knows (prefixed with ``root``)."""
+        pre = f"{self.root}." if self.root else ""
+        return {pre + k for k in (*self.keys, *self.sections)}
+
+    def check(self, cfg: Config, partial: bool = False) -> None:
+        """One VidpredError for keys of ``cfg`` this stage does not read, or required keys it lacks (not
+        with ``partial``: a ``base:`` file that other files complete, e.g. ``paper/moso-vqvae-base.yaml``)."""
+        where = f"{_shown(cfg.path)} (stage {self.stage})"
+        node = cfg.get(self.root, None) if self.root else cfg.values
+        if node is None:
+            node = {}
+        if not isinstance(node, dict):
+            raise VidpredError(f"{where}: '{self.root}' must be a section of keys, got {node!r}")
+        pre = f"{self.root}." if self.root else ""
+        unknown = self._unknown(node, "", where)
+        if unknown:
+            known = self.known()
+            items = []
+            for key in unknown:
+                full = pre + key
+                notes = []
+                if any(p == full or p.startswith(full + ".") for p, src in cfg.provenance.items()
+                       if str(src).startswith("override")):
+                    notes.append("from --set")
+                if full.split(".")[0] in ("base", "provenance"):
+                    notes.append("base and provenance belong in the YAML file, they are not settings")
+                near = suggest(full, known)
+                if near:
+                    notes.append(f"did you mean '{near}'?")
+                items.append(f"'{full}'" + (f" ({'; '.join(notes)})" if notes else ""))
+            tail = ""
+            parent = (pre + unknown[0]).rpartition(".")[0]
+            if len(unknown) == 1 and not suggest(pre + unknown[0], known) and (not parent or parent in known):
+                names = sorted({k[len(parent) + 1 if parent else 0:].split(".")[0] for k in known
+                                if not parent or k.startswith(parent + ".")})
+                tail = f"; known {'under ' + parent if parent else 'top-level keys'}: {', '.join(names)}"
+            raise VidpredError(f"{where}: unknown key{'s' if len(items) > 1 else ''} {', '.join(items)}{tail}")
+        absent = object()
+        for key, default in self.keys.items():
+            if default is REQUIRED and not partial and cfg.get(pre + key, absent) is absent:
+                raise VidpredError(f"{where}: required key '{pre + key}' is missing")
+
+    def _unknown(self, node: dict, prefix: str, where: str) -> list[str]:
+        out = []
+        sections = self.sections
+        for name, value in node.items():
+            key = f"{prefix}{name}"
+            if key in self.keys:
+                continue  # taken whole
+            if key in sections:
+                if isinstance(value, dict):
+                    out += self._unknown(value, key + ".", where)
+                elif value is not None:  # an empty section (`eval:` in YAML) is fine
+                    full = f"{self.root}.{key}" if self.root else key
+                    raise VidpredError(f"{where}: '{full}' must be a section of keys, got {value!r}")
+                continue
+            leaves = list(_flatten(value, key + ".")) if isinstance(value, dict) and value else []
+            out.append(leaves[0][0] if len(leaves) == 1 else key)  # --set trian.lr=1 → 'trian.lr'
+        return sorted(out)
+
+
 def dataclass_from_dict(cls, values: dict, section: str, ignore: Iterable[str] = ()):
     """``cls(**values)`` for a settings dataclass; a key it does not know (a typo) is one clear error.
 
@@ -184,7 +364,10 @@ def dataclass_from_dict(cls, values: dict, section: str, ignore: Iterable[str] =
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known - set(ignore))
     if unknown:
-        raise VidpredError(f"{section}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        near = suggest(unknown[0], known)
+        hint = f"did you mean '{near}'?; " if near else ""
+        raise VidpredError(f"{section}: unknown setting(s) {', '.join(unknown)} "
+                           f"({hint}known: {', '.join(sorted(known))})")
     return cls(**{k: v for k, v in values.items() if k in known})
 
 

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from vidpred.config import REPO_ROOT, profile_config
 from vidpred.errors import VidpredError
@@ -99,20 +99,122 @@ def stage_env(tracking_uri: str = "", parent_run_id: str = "", data_md5: str = "
                 os.environ[key] = value
 
 
+@dataclass
+class LaunchedStage:
+    """What :func:`run_training_stage` returns for a stage that ran in other processes (torchrun, a Trainer
+    job): the last value of each metric and the last step from ``out_dir/metrics.jsonl`` (written by rank 0).
+    It answers the attributes the components read from in-process results (``step``, ``metrics``, ``train``,
+    ``keypoints``, ``describe()``)."""
+
+    stage: str
+    out_dir: Path
+    how: str  # e.g. "torchrun, 4 processes"
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    keypoints: None = None
+
+    @property
+    def train(self) -> "LaunchedStage":
+        return self
+
+    @classmethod
+    def read(cls, stage: str, out_dir: str | Path, how: str) -> "LaunchedStage":
+        import json
+        import math
+
+        result = cls(stage, Path(out_dir), how)
+        log = Path(out_dir) / "metrics.jsonl"
+        for line in log.read_text().splitlines() if log.is_file() else []:
+            with contextlib.suppress(ValueError, TypeError):
+                row = json.loads(line)
+                result.step = max(result.step, int(row.pop("step", 0)))
+                result.metrics.update({k: float(v) for k, v in row.items() if isinstance(v, (int, float))
+                                       and not isinstance(v, bool) and math.isfinite(float(v))})
+        return result
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(self.metrics.items()))
+        return f"{self.stage}: trained to step {self.step} ({self.how}): {shown}; outputs in {self.out_dir}"
+
+
+def checkpoint_dir(checkpoints: str, run_id: str, track: str, stage: str) -> str:
+    """``<checkpoints>/<run id>/<track>/<stage>`` (a path or an fsspec URI): a retried or rescheduled task of
+    the same pipeline run finds its checkpoints there; another run never does."""
+    if not run_id or "{{" in run_id:
+        raise VidpredError(f"stage {stage}: the pipeline run id was not filled in ({run_id!r}); checkpoints "
+                           f"under {checkpoints} are kept per run")
+    return "/".join([checkpoints.rstrip("/"), run_id, track or "track", stage])
+
+
+def _failure_recorded(module: str, parent_run_id: str, since_ms: int) -> bool:
+    """Whether a process started by this one opened the MLflow run of ``module`` (which then holds the error)."""
+    with contextlib.suppress(Exception):
+        import mlflow
+
+        from vidpred import tracking
+
+        if not parent_run_id:
+            return False
+        client = mlflow.MlflowClient(tracking.tracking_uri())
+        parent = client.get_run(parent_run_id)
+        return bool(client.search_runs(
+            [parent.info.experiment_id], max_results=1,
+            filter_string=(f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`vidpred.stage` = '{module}' "
+                           f"and attributes.start_time >= {since_ms}")))
+    return False
+
+
 def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), *, tracking_uri: str = "",
-                       parent_run_id: str = "", data_md5: str = "", track: str = ""):
+                       parent_run_id: str = "", data_md5: str = "", track: str = "",
+                       inputs: Mapping[str, str] | None = None, out_dir: str = "", nproc: int = 1,
+                       checkpoints: str = "", run_id: str = "", trainjob: str = ""):
     """``vidpred.train.<module>.main(config, overrides)`` as a pipeline stage of ``track``, nested under the
-    parent run."""
+    parent run.
+
+    ``inputs`` (config key → local path of an input artifact) and ``out_dir`` (``train.out_dir``) are added to
+    the overrides; with ``checkpoints`` (the profile's location) ``train.ckpt_dir`` is
+    :func:`checkpoint_dir` (``<checkpoints>/<run_id>/<track>/<module>``), so a retried task resumes. How it runs:
+
+    * ``trainjob`` (JSON :class:`vidpred.trainjob.TrainJobSettings`): on several nodes as a Kubeflow Trainer
+      job (:func:`vidpred.trainjob.run_stage`: inputs staged on the shared volume, the job followed, its
+      output copied into ``out_dir``);
+    * ``nproc > 1``: ``nproc`` processes under torchrun on this pod (``vidpred.train.distributed.launch``,
+      DDP; the MLflow nesting variables of :func:`stage_env` are in the children's environment);
+    * otherwise in this process.
+
+    Returns the stage's result in-process, a :class:`LaunchedStage` otherwise."""
     import importlib
+    import time
 
     from vidpred import tracking
 
+    inputs = dict(inputs or {})
+    args = list(overrides) + [f"{k}={v}" for k, v in inputs.items()]
+    ckpt_dir = checkpoint_dir(checkpoints, run_id, track, module) if checkpoints else ""
     opened = len(tracking.OPENED_RUNS)
+    started_ms = int(time.time() * 1000) - 1000
+    launched = bool(trainjob) or int(nproc) > 1
     with stage_env(tracking_uri, parent_run_id, data_md5, track=track):
         try:
-            return importlib.import_module(f"vidpred.train.{module}").main(config, list(overrides))
+            if trainjob:
+                from vidpred.trainjob import run_stage
+
+                how = run_stage(module, config, list(overrides), inputs=inputs, out_dir=out_dir, settings=trainjob,
+                                run_id=run_id, track=track, ckpt_dir=ckpt_dir)
+                return LaunchedStage.read(module, out_dir, how)
+            args += [f"train.out_dir={out_dir}"] if out_dir else []
+            args += [f"train.ckpt_dir={ckpt_dir}"] if ckpt_dir else []
+            if int(nproc) > 1:
+                from vidpred.train.distributed import launch
+
+                launch(module, config, args, int(nproc))  # the children inherit os.environ (stage_env above)
+                return LaunchedStage.read(module, out_dir, f"torchrun, {int(nproc)} processes")
+            return importlib.import_module(f"vidpred.train.{module}").main(config, args)
         except Exception as exc:
-            if len(tracking.OPENED_RUNS) == opened:  # it failed before opening its MLflow run (e.g. reading data)
+            if launched:  # the stage's own run (opened by a child) holds the error, if it got that far
+                if not _failure_recorded(module, parent_run_id, started_ms):
+                    tracking.record_failure(module, exc)
+            elif len(tracking.OPENED_RUNS) == opened:  # it failed before opening its MLflow run (e.g. reading data)
                 tracking.record_failure(module, exc)
             raise
 
@@ -350,5 +452,5 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
     return result
 
 
-__all__ = ["stage", "StageRun", "stage_env", "run_training_stage", "compile_pipeline", "run_local",
-           "LocalRunResult", "load_pipeline_module", "browse_command", "tag_dataset_md5s"]
+__all__ = ["stage", "StageRun", "stage_env", "run_training_stage", "LaunchedStage", "checkpoint_dir",
+           "compile_pipeline", "run_local", "LocalRunResult", "load_pipeline_module", "browse_command", "tag_dataset_md5s"]

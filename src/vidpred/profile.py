@@ -14,6 +14,8 @@ Top-level keys::
     tracks:     {NAME: TRACK, …}                           # one per paper experiment; independent of each other
     resources:  {default | TASK: {cpu_request, cpu_limit, memory_request, memory_limit}}
     gpu:        {stages: [TASK, …], type, count, toleration, node_selector}
+    checkpoints: LOCATION | {location, pvc}                # optional: persistent checkpoints (see below)
+    trainjob:   {runtime, timeout_hours, poll_seconds, namespace}   # optional: multi-node stages (see below)
     report:     {enabled}
     provenance: {dotted.key: "paper: … | code: … | assumed: …"}
 
@@ -35,12 +37,12 @@ TRACK::
     enabled: true              # false: left out unless named in --only
     dataset: kth               # a key of datasets (not needed when every stage is dataset-free: toycar)
     stages:                    # any of these; a stage needs the one it builds on
-      moso_vqvae:        {config, overrides}
-      moso_transformer:  {config, overrides}       # needs moso_vqvae
-      corrwise:          {config, overrides}
+      moso_vqvae:        {config, overrides, nodes, gpus}
+      moso_transformer:  {config, overrides, nodes, gpus}       # needs moso_vqvae
+      corrwise:          {config, overrides, nodes, gpus}
       toycar:            {loss, mode, curve, overrides}
-      landmarks:         {config, overrides}
-      landmark_dynamics: {config, overrides}       # needs landmarks
+      landmarks:         {config, overrides, nodes, gpus}
+      landmark_dynamics: {config, overrides, nodes, gpus}       # needs landmarks
     evaluate:                  # one mapping or a list of them
       - {protocol, stage, name, baselines, overrides, device}
         # stage: default the track's last evaluated stage; name: default the track's name (names are unique
@@ -48,6 +50,29 @@ TRACK::
 
 TASK names (``resources``, ``gpu.stages``) are the component kinds of :data:`TASK_KINDS`; ``evaluate`` covers
 every evaluation. Track and dataset names are lower-case DNS labels (they become Kubernetes task names).
+
+Where a training stage runs (``nodes`` × ``gpus``; the config's batch size is the global batch, split over
+all processes by ``vidpred.train.distributed``)::
+
+    gpus: G        # GPUs per node, one training process each; default: gpu.count when the stage's task kind is
+                   # in gpu.stages, else 0 (CPU). G > 0 needs gpu.type.
+    nodes: N       # default 1
+    N = 1, G ≤ 1   the task trains in its own process (as before)
+    N = 1, G > 1   the task requests G GPUs and runs the stage under torchrun --nproc-per-node G (DDP)
+    N > 1          the task creates a Kubeflow Trainer TrainJob of N pods × G GPUs, follows it and fails with it
+                   (vidpred.trainjob); needs checkpoints.pvc: the job's pods read the inputs from and write the
+                   model to that shared volume
+
+``gpu.count`` is the accelerator limit of every other task kind listed in ``gpu.stages`` (tokens, evaluation).
+
+``checkpoints``: where training stages keep their checkpoints, so a retried or rescheduled task resumes. Each
+training task gets ``train.ckpt_dir=<location>/<KFP run id>/<track>/<stage>``. ``LOCATION`` alone is a path
+every task already sees or an fsspec URI (``s3://bucket/prefix``); ``{location: /mnt/checkpoints, pvc: NAME}``
+mounts the PersistentVolumeClaim ``NAME`` at ``location`` in every training task (and in Trainer job pods).
+
+``trainjob`` (all optional): ``runtime`` the Trainer ClusterTrainingRuntime (default ``torch-distributed``),
+``timeout_hours`` (default 168; the job is deleted and the task fails after it), ``poll_seconds`` (default 30),
+``namespace`` (default: the pipeline pod's).
 """
 
 from __future__ import annotations
@@ -61,7 +86,8 @@ from vidpred.errors import VidpredError
 TASK_KINDS = ("prepare_data", "validate_data", "preprocess_moso", "train_moso_vqvae", "moso_tokens",
               "train_moso_transformer", "train_corrwise", "toycar_experiment", "train_landmarks",
               "train_landmark_dynamics", "evaluate", "make_report")
-TOP_KEYS = ("pipeline", "tracking", "default_dataset", "datasets", "tracks", "resources", "gpu", "report",
+TOP_KEYS = ("pipeline", "tracking", "default_dataset", "datasets", "tracks", "resources", "gpu", "checkpoints",
+            "trainjob", "report",
             "provenance")
 DATASET_KEYS = ("dataset", "source", "size", "crop", "clip_len", "options", "validate", "moso")
 TRACK_KEYS = ("description", "enabled", "dataset", "stages", "evaluate")
@@ -69,11 +95,13 @@ EVALUATE_KEYS = ("protocol", "stage", "name", "baselines", "overrides", "device"
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 GPU_KEYS = ("stages", "type", "count", "toleration", "node_selector")
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a Kubernetes object name (DNS subdomain)
+URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 @dataclass(frozen=True)
 class StageKind:
-    keys: tuple[str, ...] = ("config", "overrides")
+    keys: tuple[str, ...] = ("config", "overrides", "nodes", "gpus")
     needs: str | None = None  # the stage whose model this one builds on
     method: str | None = None  # the vidpred.evaluate method that scores its model
     reads_dataset: bool = True
@@ -110,6 +138,8 @@ class StageSpec:
     config: str | None
     overrides: tuple[str, ...]
     settings: dict = field(default_factory=dict)  # toycar: loss, mode, curve
+    nodes: int = 1  # training stages: nodes × gpus (see the module doc)
+    gpus: int | None = 0  # per node; None (not set) only until parse_profile resolves it against the gpu section
 
 
 @dataclass(frozen=True)
@@ -147,6 +177,8 @@ class Profile:
     report: bool
     default_dataset: str | None = None
     all_datasets: dict[str, DatasetSpec] = field(default_factory=dict)  # every dataset of the file
+    checkpoints: dict | None = None  # {location, pvc (or None)}
+    trainjob: dict = field(default_factory=dict)  # {runtime, timeout_hours, poll_seconds, namespace}
 
     def describe(self) -> str:
         lines = [f"profile {self.profile}: {len(self.datasets)} dataset(s), {len(self.tracks)} track(s)"]
@@ -175,8 +207,12 @@ class _Checker:
         if allowed is not None:
             unknown = sorted(set(value) - set(allowed))
             if unknown:
+                import difflib
+
+                near = difflib.get_close_matches(str(unknown[0]), [str(a) for a in allowed], n=1, cutoff=0.6)
+                hint = f"did you mean '{key + '.' if key else ''}{near[0]}'?; " if near else ""
                 self.fail(f"{key}.{unknown[0]}" if key else unknown[0],
-                          f"is not a known key (known: {', '.join(allowed)})")
+                          f"is not a known key ({hint}known: {', '.join(allowed)})")
         return value
 
     def value(self, key: str, value, kind, minimum: float | None = None, optional: bool = False, default=None):
@@ -254,6 +290,8 @@ def _dataset(c: _Checker, name: str, raw) -> DatasetSpec:
 
 
 def _stage(c: _Checker, key: str, name: str, raw) -> StageSpec:
+    import importlib
+
     from vidpred.config import load_config
 
     kind = STAGES.get(name)
@@ -264,12 +302,18 @@ def _stage(c: _Checker, key: str, name: str, raw) -> StageSpec:
     config = None
     if "config" in kind.keys:
         config = c.value(f"{key}.config", raw.get("config"), str)
-        try:  # a missing file or a bad override is an error now, not hours into the run
-            load_config(config, list(overrides))
+        try:  # a missing file, an unknown key or a bad override is an error now, not hours into the run
+            schema = importlib.import_module(f"vidpred.train.{name}").CONFIG_SCHEMA
+            # partial: the pipeline fills in its own keys (data.store, train.out_dir, …) at run time
+            schema.check(load_config(config, list(overrides)), partial=True)
         except VidpredError as exc:
             c.fail(key, f"does not load: {exc}")
-    settings = {k: raw[k] for k in kind.keys if k not in ("config", "overrides") and k in raw}
-    return StageSpec(name, config, overrides, settings)
+    settings = {k: raw[k] for k in kind.keys if k not in ("config", "overrides", "nodes", "gpus") and k in raw}
+    nodes, gpus = 1, 0
+    if "nodes" in kind.keys:
+        nodes = c.value(f"{key}.nodes", raw.get("nodes"), int, 1, optional=True, default=1)
+        gpus = c.value(f"{key}.gpus", raw.get("gpus"), int, 0, optional=True, default=None)
+    return StageSpec(name, config, overrides, settings, nodes=nodes, gpus=gpus)
 
 
 def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: DatasetSpec | None, raw) -> list:
@@ -353,6 +397,60 @@ def _gpu(c: _Checker, raw) -> dict:
     return dict(gpu)
 
 
+def _checkpoints(c: _Checker, raw) -> dict | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = {"location": raw}
+    raw = c.mapping("checkpoints", raw, ("location", "pvc"))
+    location, pvc = raw.get("location"), raw.get("pvc")
+    if not isinstance(location, str) or not (location.startswith("/") or URI.match(location)):
+        c.fail("checkpoints.location", f"must be an absolute path or a URI such as s3://bucket/prefix, "
+                                       f"got {location!r}")
+    if pvc is not None:
+        if not isinstance(pvc, str) or not K8S_NAME.match(pvc):
+            c.fail("checkpoints.pvc", f"must name a PersistentVolumeClaim, got {pvc!r}")
+        if not location.startswith("/"):
+            c.fail("checkpoints.location", f"must be the absolute path the PVC {pvc} is mounted at, got {location!r}")
+    return {"location": location.rstrip("/") or "/", "pvc": pvc}
+
+
+def _trainjob(c: _Checker, raw) -> dict:
+    raw = c.mapping("trainjob", raw, ("runtime", "timeout_hours", "poll_seconds", "namespace"), optional=True)
+    out = {"runtime": c.value("trainjob.runtime", raw.get("runtime"), str, optional=True,
+                              default="torch-distributed"),
+           "timeout_hours": float(c.value("trainjob.timeout_hours", raw.get("timeout_hours"), (int, float), 0.01,
+                                          optional=True, default=168)),
+           "poll_seconds": c.value("trainjob.poll_seconds", raw.get("poll_seconds"), int, 1, optional=True,
+                                   default=30),
+           "namespace": c.value("trainjob.namespace", raw.get("namespace"), str, optional=True, default="")}
+    if not K8S_NAME.match(out["runtime"]):
+        c.fail("trainjob.runtime", f"must name a Trainer runtime, got {out['runtime']!r}")
+    return out
+
+
+def _placement(c: _Checker, tracks: dict[str, TrackSpec], gpu: dict, checkpoints: dict | None) -> None:
+    """Resolve each training stage's ``gpus`` against ``gpu`` (in place) and check nodes × gpus."""
+    from dataclasses import replace
+
+    gpu_kinds = set(gpu.get("stages") or [])
+    for track in tracks.values():
+        for name, spec in list(track.stages.items()):
+            if "gpus" not in STAGES[name].keys:
+                continue
+            key = f"tracks.{track.name}.stages.{name}"
+            gpus = spec.gpus
+            if gpus is None:
+                gpus = int(gpu.get("count", 1)) if STAGES[name].task in gpu_kinds else 0
+            elif gpus > 0 and not (isinstance(gpu.get("type"), str) and gpu.get("type")):
+                c.fail(f"{key}.gpus", f"is {gpus} but gpu.type names no accelerator (set it, e.g. nvidia.com/gpu)")
+            if spec.nodes > 1 and not (checkpoints and checkpoints.get("pvc")):
+                c.fail(f"{key}.nodes", f"is {spec.nodes}: a multi-node stage runs as a Kubeflow Trainer job whose "
+                                       "pods share inputs and outputs through the checkpoints volume; set "
+                                       "checkpoints: {location: /mnt/checkpoints, pvc: NAME}")
+            track.stages[name] = replace(spec, gpus=gpus)
+
+
 def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> Profile:
     """Check a profile config (a ``vidpred.config.Config``) and select its tracks (see the module doc)."""
     c = _Checker(cfg.path)
@@ -386,6 +484,9 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
     for task, section in resources.items():
         c.mapping(f"resources.{task}", section, RESOURCE_KEYS)
     gpu = _gpu(c, values.get("gpu"))
+    checkpoints = _checkpoints(c, values.get("checkpoints"))
+    trainjob = _trainjob(c, values.get("trainjob"))
+    _placement(c, tracks, gpu, checkpoints)
     report = c.mapping("report", values.get("report"), ("enabled",), optional=True)
 
     if only:
@@ -405,7 +506,7 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
                    env={str(k): str(v) for k, v in env.items()},
                    datasets={n: d for n, d in datasets.items() if n in used}, tracks=selected,
                    resources=resources, gpu=gpu, report=bool(report.get("enabled", True)), default_dataset=default,
-                   all_datasets=datasets)
+                   all_datasets=datasets, checkpoints=checkpoints, trainjob=trainjob)
 
 
 def load_profile(profile: str, overrides: Iterable[str] = (), only: Iterable[str] | None = None) -> Profile:

@@ -46,14 +46,15 @@ def test_raft_maps_flow_back_to_input_size(monkeypatch):
     raft = RaftFlow("small", iters=2, weights=None)  # random init: shapes and scaling only
     seen = {}
 
-    def fake_model(a, b, num_flow_updates):
-        seen["size"] = tuple(a.shape[2:])
-        seen["iters"] = num_flow_updates
-        flow = torch.zeros(a.shape[0], 2, *a.shape[2:])
-        flow[:, 0], flow[:, 1] = 4.0, 2.0  # in the resized image's pixels
-        return [flow]
+    class FakeRaft(torch.nn.Module):  # RAFT is a submodule of RaftFlow, so its stand-in is a module too
+        def forward(self, a, b, num_flow_updates):
+            seen["size"] = tuple(a.shape[2:])
+            seen["iters"] = num_flow_updates
+            flow = torch.zeros(a.shape[0], 2, *a.shape[2:])
+            flow[:, 0], flow[:, 1] = 4.0, 2.0  # in the resized image's pixels
+            return [flow]
 
-    monkeypatch.setattr(raft, "model", fake_model)
+    monkeypatch.setattr(raft, "model", FakeRaft())
     out = raft(texture(64, 80), texture(64, 80, 1))
     assert seen == {"size": (128, 160), "iters": 2}  # ≥128 px and multiples of 8
     assert out.shape == (1, 2, 64, 80)

@@ -53,6 +53,9 @@ PAPER_TASKS = ({f"{d}-{k}" for d in PAPER_DATASETS for k in ("prepare-data", "va
                | {t for track in PAPER_TRACKS for t in track_tasks(track)}
                | set(PAPER_EVALUATIONS) | {"make-report"})
 GPU_TASKS = {t for t in PAPER_TASKS if "-train-" in t or t.endswith("-moso-tokens") or t.startswith("evaluate-")}
+# configs/paper/pipeline.yaml: MOSO trains on 4 GPUs (MOSO §4), the landmark autoencoder on 8 (landmarks appendix A),
+# every other GPU task on gpu.count = 1
+PAPER_GPUS = {t: 4 if "-train-moso-" in t else 8 if t.endswith("-train-landmarks") else 1 for t in GPU_TASKS}
 
 
 def cli(*args, **kw):
@@ -119,8 +122,12 @@ def test_cli_compile_paper_writes_resources_per_task(tmp_path):
             assert container["image"] == "vidpred:0.1.0"
             assert "accelerator" not in r  # data stages run on CPU nodes
             assert not any("pip install" in part for part in container["command"]), "nothing installed at run time"
-    r = ex["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]  # resources.default
+    r = ex["exec-corrwise-kitti-l1-pixelwise-train-corrwise"]["container"]["resources"]  # resources.default
     assert (r["resourceCpuRequest"], r["resourceMemoryLimit"]) == ("2", "16G")
+    r = ex["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]  # 4 training processes
+    assert (r["resourceCpuRequest"], r["resourceCpuLimit"], r["resourceMemoryLimit"]) == ("8", "16", "64G")
+    r = ex["exec-landmarks-kth-train-landmarks"]["container"]["resources"]  # 8 training processes
+    assert (r["resourceCpuRequest"], r["resourceMemoryLimit"]) == ("16", "128G")
 
 
 def test_paper_profile_prepares_and_gates_each_dataset_once(paper):
@@ -218,7 +225,7 @@ def test_paper_profile_schedules_training_and_evaluation_on_a_gpu_node(paper):
             assert "accelerator" not in resources, task
             continue
         acc = resources["accelerator"]
-        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "1", task
+        assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == str(PAPER_GPUS[task]), task
         assert k8s[f"exec-{task}"]["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
         assert k8s[f"exec-{task}"]["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
@@ -290,9 +297,14 @@ def test_gpu_stage_compiles_accelerator_toleration_and_node_selector(tmp_path):
         acc = executors(spec)[name]["container"]["resources"]["accelerator"]
         assert acc["resourceType"] == "nvidia.com/gpu" and str(acc["resourceCount"]) == "2"
     assert "accelerator" not in executors(spec)["exec-kth-validate-data"]["container"]["resources"]
-    assert "accelerator" not in executors(spec)["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]
+    # a training kind left out of gpu.stages runs on the CPU, unless its stage sets its own gpus (MOSO: 4)
+    ex = executors(spec)
+    assert "accelerator" not in ex["exec-corrwise-kitti-l1-pixelwise-train-corrwise"]["container"]["resources"]
+    assert ex["exec-moso-kth-train-moso-vqvae"]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == moso_tasks
+    explicit = {f"exec-{t}-train-moso-{s}" for t in ("moso-kth", "moso-bair", "moso-kitti")
+                for s in ("vqvae", "transformer")} | {f"exec-landmarks-{d}-train-landmarks" for d in ("bbcpose", "kth")}
+    assert {n for n, e in k8s.items() if "tolerations" in e} == moso_tasks | explicit
     moso = k8s["exec-kth-preprocess-moso"]
     assert moso["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
     assert moso["nodeSelector"]["labels"] == {"example.com/gpu-pool": "a100-pool"}
@@ -302,7 +314,10 @@ def test_gpu_for_evaluations_only(tmp_path):
     spec, platform = load_docs(compile_pipeline("paper", tmp_path / "eval.yaml", ["gpu.stages=[evaluate]"],
                                                 only=["landmarks-bbcpose", "toycar-pixelwise"]))
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {"exec-evaluate-landmarks-bbcpose", "exec-evaluate-landmarks-bbcpose-keypoints"}
+    # the landmark autoencoder keeps the 8 GPUs its stage sets (gpus: 8 wins over gpu.stages); the dynamics do not
+    assert {n for n, e in k8s.items() if "tolerations" in e} == {
+        "exec-evaluate-landmarks-bbcpose", "exec-evaluate-landmarks-bbcpose-keypoints",
+        "exec-landmarks-bbcpose-train-landmarks"}
 
 
 def test_request_gpu_on_a_task(tmp_path):
@@ -347,6 +362,150 @@ def test_request_gpu_rejects_bad_settings(gpu, needle):
             request_gpu(task, gpu)
 
 
+# ------------------------------------------------------------------------------------------ nodes × GPUs, checkpoints
+
+TRAINING_TASKS = {t for t in PAPER_TASKS if "-train-" in t}
+
+
+def test_paper_training_tasks_request_their_gpus_and_run_that_many_processes(paper):
+    spec, platform = paper
+    dag, ex = spec["root"]["dag"]["tasks"], executors(spec)
+    for task in TRAINING_TASKS:
+        gpus = PAPER_GPUS[task]
+        params = constants(dag[task])
+        assert int(ex[f"exec-{task}"]["container"]["resources"]["accelerator"]["resourceCount"]) == gpus, task
+        assert params["nproc"] == gpus, task  # G > 1: the component runs the stage under torchrun, G processes
+        assert "trainjob" not in params, task  # one node: no Trainer job
+    assert {t for t in TRAINING_TASKS if PAPER_GPUS[t] > 1} == {
+        f"{t}-train-moso-{s}" for t in ("moso-kth", "moso-bair", "moso-kitti") for s in ("vqvae", "transformer")} | {
+        "landmarks-bbcpose-train-landmarks", "landmarks-kth-train-landmarks"}
+    # the landmark autoencoder's global batch is the paper's 8 GPUs × 16 images
+    assert constants(dag["landmarks-kth-train-landmarks"])["overrides"] == ["optim.batch_size=128"]
+
+
+def test_nproc_is_a_torchrun_launch_with_nproc_per_node(paper, monkeypatch, tmp_path):
+    """The component's nproc input reaches torchrun as --nproc-per-node (the launcher itself is recorded, not run:
+    there are no GPUs here)."""
+    import vidpred.train.distributed as dist
+    from vidpred.orchestrate import run_training_stage
+
+    params = constants(paper[0]["root"]["dag"]["tasks"]["moso-kth-train-moso-vqvae"])
+    calls = []
+
+    def record(stage, config, overrides=(), nproc=1, *args, **kwargs):
+        calls.append(dist.torchrun_command(stage, config, overrides, nproc))
+        return 0
+
+    monkeypatch.setattr(dist, "launch", record)
+    out = tmp_path / "model"
+    run_training_stage("moso_vqvae", params["config"], params["overrides"], inputs={"data.moso_store": "/data/moso"},
+                       out_dir=str(out), nproc=int(params["nproc"]), checkpoints=params["checkpoints"], run_id="r-1",
+                       track=params["track"])
+    [cmd] = calls
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "4" and "--standalone" in cmd
+    text = " ".join(cmd)
+    assert "train moso-vqvae --config paper/moso-vqvae-kth64" in text
+    assert f"--set data.moso_store=/data/moso --set train.out_dir={out}" in text
+    assert "--set train.ckpt_dir=/mnt/checkpoints/r-1/moso-kth/moso_vqvae" in text
+
+
+def test_multi_node_stage_compiles_a_task_that_creates_a_trainjob(tmp_path):
+    from kubeflow_trainer_api import models
+
+    from vidpred.trainjob import TrainJobSettings, build_trainjob, job_name, stage_command
+
+    spec, platform = load_docs(compile_pipeline("paper", tmp_path / "multi.yaml", [
+        "tracks.moso-kth.stages.moso_vqvae.nodes=2", "trainjob.timeout_hours=48"], only=["moso-kth"]))
+    dag, ex = spec["root"]["dag"]["tasks"], executors(spec)
+    task = "moso-kth-train-moso-vqvae"
+    params = constants(dag[task])
+    settings = TrainJobSettings.from_json(params["trainjob"])
+    assert (settings.nodes, settings.gpus, settings.image) == (2, 4, "vidpred:0.1.0")
+    assert (settings.pvc, settings.mount_path, settings.timeout_s) == ("vidpred-pipeline-data", "/mnt/checkpoints",
+                                                                       48 * 3600)
+    assert settings.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    # the task only creates and follows the job: default resources, no GPU, no GPU node, but the shared volume
+    resources = ex[f"exec-{task}"]["container"]["resources"]
+    assert "accelerator" not in resources and (resources["resourceCpuRequest"], resources["resourceMemoryLimit"]) == \
+        ("2", "16G")
+    assert settings.resources["cpu_request"] == "8"  # resources.train_moso_vqvae: for each pod of the job
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "tolerations" not in k8s[f"exec-{task}"] and "nodeSelector" not in k8s[f"exec-{task}"]
+    assert k8s[f"exec-{task}"]["pvcMount"][0]["mountPath"] == "/mnt/checkpoints"
+    # the single-node stage of the same track is unchanged
+    assert "trainjob" not in constants(dag["moso-kth-train-moso-transformer"])
+    assert ex["exec-moso-kth-train-moso-transformer"]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
+    # the job the task would create from these inputs, checked by the SDK's models
+    cmd = stage_command("moso_vqvae", params["config"], list(params["overrides"]) + ["train.out_dir=/x"],
+                        settings.nproc, settings.nodes)
+    job = build_trainjob(job_name("run", params["track"], "moso_vqvae"), settings, cmd, {"VIDPRED_TRACK": "moso-kth"})
+    body = models.TrainerV1alpha1TrainJob.from_dict(job.to_dict()).to_dict()
+    trainer = body["spec"]["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"], trainer["image"]) == (2, 4, "vidpred:0.1.0")
+    assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "4"
+    assert body["spec"]["activeDeadlineSeconds"] == 48 * 3600
+
+
+def test_checkpoint_dir_with_the_run_id_reaches_every_training_task(paper):
+    from kfp import dsl
+
+    spec, platform = paper
+    dag = spec["root"]["dag"]["tasks"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task in PAPER_TASKS:
+        params = constants(dag[task])
+        if task not in TRAINING_TASKS:
+            assert "run_id" not in params and "pvcMount" not in k8s.get(f"exec-{task}", {}), task
+            continue
+        assert params["checkpoints"] == "/mnt/checkpoints", task
+        # the whole value: the KFP driver substitutes a placeholder only then
+        assert params["run_id"] == dsl.PIPELINE_JOB_ID_PLACEHOLDER == "{{$.pipeline_job_uuid}}", task
+        [mount] = k8s[f"exec-{task}"]["pvcMount"]
+        assert (mount["mountPath"], mount["constant"]) == ("/mnt/checkpoints", "vidpred-pipeline-data"), task
+
+
+def test_cpu_profile_training_runs_in_process_without_checkpoint_location(tmp_path):
+    spec, platform = load_docs(compile_pipeline("cpu", tmp_path / "cpu.yaml", only=["moso-kth", "landmarks-kth"]))
+    dag = spec["root"]["dag"]["tasks"]
+    trained = [n for n in dag if "-train-" in n]
+    assert len(trained) == 4
+    for name in trained:
+        params = constants(dag[name])
+        assert params["nproc"] == 1 and not {"checkpoints", "run_id", "trainjob"} & set(params), name
+    assert not platform
+
+
+@pytest.mark.filterwarnings("ignore:.*custom or non-Python base image.*:RuntimeWarning")
+def test_kfp_local_fills_in_the_run_id(tmp_path, monkeypatch):
+    """Under kfp.local the run id placeholder becomes one number per pipeline run, the same in every task."""
+    from kfp import dsl, local
+
+    from components.common import vidpred_component
+
+    @vidpred_component
+    def echo_run_id(run_id: str, out: dsl.OutputPath(str)):
+        with open(out, "w") as fh:
+            fh.write(run_id)
+
+    @dsl.pipeline(name="run-id-probe")
+    def probe() -> str:
+        first = echo_run_id(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        echo_run_id(run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).after(first)
+        return first.outputs["out"]
+
+    import os
+
+    from vidpred.orchestrate import _use_this_python
+
+    monkeypatch.setenv("PATH", os.environ.get("PATH", ""))  # restored after the test
+    _use_this_python()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    value = probe().output
+    assert value.isdigit(), value
+    seen = {p.read_text() for p in tmp_path.rglob("out")}
+    assert seen == {value}
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 @pytest.mark.parametrize("override, needle", [
@@ -358,6 +517,17 @@ def test_request_gpu_rejects_bad_settings(gpu, needle):
     ("gpu.stages=[evaluate_moso-kth]", "'gpu.stages' has unknown task 'evaluate_moso-kth'"),
     ("gpu.stages=[train_corrwise]", "'gpu.type' must name an accelerator"),
     ("gpu.toleration={key: k, effect: Sometimes}", "gpu.toleration.effect must be"),  # only checked when scheduling
+    ("tracks.corrwise.stages.corrwise.nodes=0", "'tracks.corrwise.stages.corrwise.nodes' must be int ≥ 1"),
+    ("tracks.corrwise.stages.corrwise.gpus=-1", "'tracks.corrwise.stages.corrwise.gpus' must be int ≥ 0"),
+    ("tracks.corrwise.stages.corrwise.gpus=2", "'tracks.corrwise.stages.corrwise.gpus' is 2 but gpu.type names no"),
+    ("tracks.corrwise.stages.corrwise.nodes=2", "'tracks.corrwise.stages.corrwise.nodes' is 2: a multi-node stage"),
+    ("tracks.toycar.stages.toycar.gpus=1", "'tracks.toycar.stages.toycar.gpus' is not a known key"),
+    ("checkpoints=runs/ckpt", "'checkpoints.location' must be an absolute path or a URI"),
+    ("checkpoints={location: s3://bucket/ckpt, pvc: data}", "'checkpoints.location' must be the absolute path the PVC"),
+    ("checkpoints={location: /mnt/c, pvc: Bad_Name}", "'checkpoints.pvc' must name a PersistentVolumeClaim"),
+    ("checkpoints={location: /mnt/c, volume: x}", "'checkpoints.volume' is not a known key"),
+    ("trainjob.timeout_hours=0", "'trainjob.timeout_hours' must be"),
+    ("trainjob.poll_seconds=0.5", "'trainjob.poll_seconds' must be int"),
 ])
 def test_bad_profile_values_are_one_line_errors(tmp_path, override, needle):
     out = tmp_path / "bad.yaml"

@@ -256,3 +256,10 @@ def test_track_mistakes_in_a_file(tmp_path, track, needle):
     with pytest.raises(VidpredError) as err:
         parse_profile(write_profile(tmp_path, {**MINIMAL, "tracks": {"toy": track}}))
     assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_typo_in_a_stage_override_is_caught_when_the_profile_loads():
+    # checked against the stage's own schema before anything runs, not hours later when the stage starts
+    message = one_line_error(['tracks.corrwise.stages.corrwise.overrides=["train.lrr=0.1"]'])
+    assert "'tracks.corrwise.stages.corrwise' does not load" in message
+    assert "'train.lrr'" in message and "did you mean 'train.lr'?" in message

@@ -7,7 +7,8 @@ MLflow artifact URI (``runs:/<run_id>/model``, ``mlflow-artifacts:/…``, ``mode
     predict(context, horizon, samples=1, generator=None) -> B×N×H×3×H×W in [0, 1]
 
 for ``context`` B×K×3×H×W float in [0, 1]; deterministic methods return N = 1 whatever ``samples`` is
-(:attr:`Predictor.stochastic` says which). Methods:
+(:attr:`Predictor.stochastic` says which). The networks live on the predictor's ``device``; the context is
+copied there and the prediction comes back on the context's device. Methods:
 
 * ``copy-last`` — the last context frame repeated (the no-change baseline every paper's number should beat);
 * ``linear`` — per-pixel linear extrapolation of the last two context frames, clipped to [0, 1] (copy-last when
@@ -103,7 +104,7 @@ class Predictor:
         b, k, c, h, w = context.shape
         if out.shape[0] != b or out.shape[2:] != (horizon, c, h, w):
             raise VidpredError(f"{self.name} returned {tuple(out.shape)}, expected B×N×{horizon}×{c}×{h}×{w}")
-        return out.clamp(0, 1)
+        return out.clamp(0, 1).to(context.device)
 
     def _predict(self, context, horizon, samples, generator):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -145,7 +146,7 @@ class CorrWisePredictor(Predictor):
     def _predict(self, context, horizon, samples, generator):
         k = self.net.cfg.context_frames
         x = context[:, -k:].to(self.device) * 2 - 1  # the predictor works in [-1, 1] (tanh output)
-        return ((self.net.rollout(x, horizon) + 1) / 2).cpu()[:, None]
+        return ((self.net.rollout(x, horizon) + 1) / 2)[:, None]
 
 
 class MosoPredictor(Predictor):
@@ -200,7 +201,7 @@ class MosoPredictor(Predictor):
             seed = int(torch.randint(2**62, (1,), generator=generator))
             generator = torch.Generator(device=self.device).manual_seed(seed)
         out = [predict_video(self.vqvae, self.transformer, ctx, k + horizon, self.raw_content, self.lower, self.upper,
-                             self.steps, self.temperature, generator, self.token_temperature)[:, k:].cpu()
+                             self.steps, self.temperature, generator, self.token_temperature)[:, k:]
                for _ in range(samples)]
         return torch.stack(out, dim=1)
 
@@ -234,7 +235,8 @@ class LandmarkPredictor(Predictor):
                 raise VidpredError(f"landmark model: no landmarks.pt beside {self.dynamics_path}; put the "
                                    "autoencoder file in the same folder") from None
             self.autoencoder_path = Path(ae)
-        self.net = load_autoencoder(self.autoencoder_path).eval()
+        self.net = load_autoencoder(self.autoencoder_path).eval().to(self.device)
+        self.lstm = self.lstm.eval().to(self.device)
         if self.lstm.cfg.num_landmarks != self.net.cfg.num_landmarks:
             raise VidpredError(f"{self.dynamics_path} has {self.lstm.cfg.num_landmarks} landmarks but "
                                f"{self.autoencoder_path} has {self.net.cfg.num_landmarks}")
@@ -249,7 +251,7 @@ class LandmarkPredictor(Predictor):
 
         _check_frame_size(self.name, self.autoencoder_path, self.net.cfg.hw, context)
         out = []
-        for clip in context:
+        for clip in context.cpu():  # the landmark inference API takes uint8 frames (numpy) and returns them
             frames = (clip.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
             seq = inference.predict(self.net, self.lstm, frames, horizon)
             pred = torch.from_numpy(seq.frames[len(frames):].astype(np.float32) / 255).permute(0, 3, 1, 2)

@@ -5,6 +5,10 @@ H predicted frames, which clips (seeded, reproducible), how many trials per clip
 chosen, and the metrics. :func:`get_protocol` reads one by name (with ``key=value`` overrides, e.g.
 ``clips.count=8``); :func:`select_clips` turns it into the list of ``(video_id, clip_start)`` every method of
 a track is scored on.
+
+Settings are strict: a key a protocol does not have — at the top, in ``clips`` or in ``fvd``, from the file or
+from an override (``clips.cuont=8``) — is one VidpredError naming it and the closest known key. ``methods``
+maps a method to its options, taken whole: the method's predictor checks them (``load_predictor``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from vidpred.config import CONFIG_DIR, load_config
+from vidpred.config import CONFIG_DIR, apply_override, load_config, suggest
 from vidpred.errors import VidpredError
 
 PROTOCOLS_FILE = CONFIG_DIR / "protocols.yaml"
@@ -24,6 +28,7 @@ KEYPOINT_METRICS = ("keypoint_acc", "keypoint_err_px")
 KNOWN_METRICS = IMAGE_METRICS + SET_METRICS + KEYPOINT_METRICS
 _KEYS = {"description", "kind", "split", "fit_split", "size", "context", "horizon", "clips", "samples", "best_of",
          "metrics", "first_n", "fvd", "methods", "threshold_px", "threshold_at", "max_frames"}
+_SUB_KEYS = {"clips": {"mode", "count", "seed", "step"}, "fvd": {"frames", "samples"}}
 
 
 @dataclass
@@ -77,10 +82,15 @@ def _int(value: Any, key: str, minimum: int) -> int:
 
 def get_protocol(name: str, overrides: Iterable[str] = ()) -> Protocol:
     """The protocol ``name`` of ``configs/protocols.yaml``; ``overrides`` are ``key=value`` relative to it."""
-    cfg = load_config(PROTOCOLS_FILE, [f"protocols.{name}.{o}" for o in overrides])
+    cfg = load_config(PROTOCOLS_FILE)
     table = cfg.get("protocols")
-    if name not in table:
-        raise VidpredError(f"unknown protocol '{name}' (known: {', '.join(sorted(table))})")
+    if name not in table:  # checked before the overrides, which would make a new entry
+        near = suggest(name, table)
+        hint = f"did you mean '{near}'?; " if near else ""
+        raise VidpredError(f"unknown protocol '{name}' ({hint}known: {', '.join(sorted(table))})")
+    for o in overrides:
+        apply_override(cfg, f"protocols.{name}.{o}")
+    table = cfg.get("protocols")
     raw = dict(table[name])
     prefix = f"protocols.{name}."
     return _from_raw(name, raw, {k[len(prefix):]: v for k, v in cfg.provenance.items() if k.startswith(prefix)})
@@ -88,9 +98,14 @@ def get_protocol(name: str, overrides: Iterable[str] = ()) -> Protocol:
 
 def _from_raw(name: str, raw: dict, prov: dict) -> Protocol:
     """A checked :class:`Protocol` from its YAML mapping (one VidpredError naming the setting otherwise)."""
-    unknown = sorted(set(raw) - _KEYS)
+    known = _KEYS | {f"{s}.{k}" for s, keys in _SUB_KEYS.items() for k in keys}
+    unknown = sorted(set(raw) - _KEYS) + sorted(f"{s}.{k}" for s in _SUB_KEYS if isinstance(raw.get(s), dict)
+                                                for k in set(raw[s]) - _SUB_KEYS[s])
     if unknown:
-        raise VidpredError(f"protocol {name}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
+        near = suggest(unknown[0], known)
+        hint = f"did you mean '{near}'?; " if near else ""
+        raise VidpredError(f"protocol {name}: unknown setting(s) {', '.join(unknown)} ({hint}known: "
+                           f"{', '.join(sorted(known - set(_SUB_KEYS)))})")
     where = f"protocol {name}"
     kind = raw.get("kind", "prediction")
     if kind not in ("prediction", "keypoints"):

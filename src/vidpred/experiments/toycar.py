@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vidpred.config import load_config
+from vidpred.config import Schema, load_config
 from vidpred.data.sources.toycar import background, car_sprite, render, sprite_size
 from vidpred.errors import VidpredError
 from vidpred.fsutil import atomic_dir
@@ -46,6 +46,7 @@ DEFAULTS = {  # fallbacks only; the values in use (with provenance) are configs/
     "warmup_epochs": 0, "epsilon": 0.1, "flow": "dis", "dis_preset": "medium", "dis_min_side": 192, "seed": 0,
     "curve_backgrounds": 8, "curve_max_offset": 0.3, "curve_points": 13,
 }
+CONFIG_SCHEMA = Schema("toycar", DEFAULTS, root="experiment.toycar")  # the keys are DEFAULTS'; others are errors
 LOSSES = ("l1", "mse", "l1+perceptual")
 MODES = ("pixelwise", "corrwise")
 
@@ -62,8 +63,8 @@ class ToyResult:
 
 
 def _settings(overrides) -> dict:
-    cfg = load_config("smoke/corrwise", overrides=[o if o.startswith("experiment.toycar.") else
-                                                   f"experiment.toycar.{o}" for o in overrides])
+    overrides = [o if o.startswith("experiment.toycar.") else f"experiment.toycar.{o}" for o in overrides]
+    cfg = load_config("smoke/corrwise", overrides, schema=CONFIG_SCHEMA)
     settings = dict(DEFAULTS)
     settings.update(cfg.get("experiment.toycar", {}))
     return settings

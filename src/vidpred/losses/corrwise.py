@@ -15,6 +15,11 @@ through the warp). A weighted sum of base losses is computed once per flow pair.
 the flow divided by size − 1) and the edge-aware first-order smoothness (weights exp(−150·|∇I|), robust
 L1 sqrt(x² + 1e-6)), each averaged over both directions. ``pixelwise=True`` in ``forward`` returns the
 plain base loss — the warm start.
+
+Devices and precision: the flow backend is a submodule (``loss.to(device)`` moves RAFT's weights and the
+perceptual trunk). In the corr-wise form, prediction and target are taken to float32 (when they are
+bfloat16 / float16, e.g. a prediction made under autocast) and the flows, warps and flow regularisers run
+in float32 with autocast off; the base loss runs under whatever autocast the caller set.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from vidpred.errors import VidpredError
+from vidpred.models.devices import at_least_float32, autocast_off
 from vidpred.models.flow import check_images, warp
 
 BaseLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -117,20 +123,24 @@ class CorrWiseLoss(torch.nn.Module):
             loss = self.base(pred, target)
             return (loss, {}) if return_extras else loss
         scale = 1.0 - self.epsilon
-        flow_p = scale * self.flow(target, pred, keep_grad=self._keep_grad)  # target pixel → where in pred
-        warped_pred = warp(pred, flow_p)
+        pred, target = at_least_float32(pred), at_least_float32(target)
+        with autocast_off(pred):
+            flow_p = scale * self.flow(target, pred, keep_grad=self._keep_grad)  # target pixel → where in pred
+            warped_pred = warp(pred, flow_p)
         loss = self.base(warped_pred, target)
         flows = [(flow_p, target)]
         extras = {"warped_pred": warped_pred, "flow_pred": flow_p}
         if self.symmetric:
-            flow_t = scale * self.flow(pred, target, keep_grad=self._keep_grad)
-            warped_target = warp(target, flow_t)
+            with autocast_off(pred):
+                flow_t = scale * self.flow(pred, target, keep_grad=self._keep_grad)
+                warped_target = warp(target, flow_t)
             loss = loss + self.base(pred, warped_target)
             flows.append((flow_t, pred))
             extras.update(warped_target=warped_target, flow_target=flow_t)
-        if self.magnitude_weight:
-            loss = loss + self.magnitude_weight * sum(flow_magnitude(f) for f, _ in flows) / len(flows)
-        if self.smoothness_weight:
-            loss = loss + self.smoothness_weight * sum(
-                edge_aware_smoothness(f, im, self.edge_weight) for f, im in flows) / len(flows)
+        with autocast_off(pred):
+            if self.magnitude_weight:
+                loss = loss + self.magnitude_weight * sum(flow_magnitude(f) for f, _ in flows) / len(flows)
+            if self.smoothness_weight:
+                loss = loss + self.smoothness_weight * sum(
+                    edge_aware_smoothness(f, im, self.edge_weight) for f, im in flows) / len(flows)
         return (loss, extras) if return_extras else loss

@@ -5,6 +5,10 @@ in [-1, 1] as in the authors' code). The landmarks stage reuses it with relu1_2 
 1/32 … 1/4. The ImageNet VGG19 trunk comes from the weights registry (``vidpred.weights`` entry
 ``vgg19``, torchvision's file) or an explicit path; ``weights=None`` builds a randomly initialised trunk
 (tests and benchmarks only — never for results).
+
+Devices and precision: the trunk, the layer weights and the ImageNet mean/std are parameters and buffers, so
+``.to(device)`` moves everything; inputs are fed in the trunk's dtype (the trunk may run in bfloat16 under
+autocast) and each layer's distance is taken in float32.
 """
 
 from __future__ import annotations
@@ -96,11 +100,13 @@ class PerceptualLoss(torch.nn.Module):
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise VidpredError(f"perceptual loss needs two B×3×H×W tensors of equal shape, got "
                                f"{tuple(x.shape)} and {tuple(y.shape)}")
-        fx, fy = self.feature_maps(torch.cat([x, y]).float()), None
+        trunk_dtype = self.features[0].weight.dtype
+        fx = self.feature_maps(torch.cat([x, y]).to(trunk_dtype))
         dist = F.l1_loss if self.distance == "l1" else F.mse_loss
         b = x.shape[0]
-        total = x.new_zeros(())
+        total = x.new_zeros((), dtype=torch.promote_types(trunk_dtype, torch.float32))
         for w, f in zip(self.layer_weights, fx):
+            f = f.to(total.dtype)  # the distance in float32 even when the trunk ran in bfloat16
             total = total + w * dist(f[:b], f[b:])
         return total
 

@@ -36,6 +36,11 @@ What we do:
   score upward (the Fréchet distance of finite samples is biased): such scores are not comparable with
   ``fvd2048_16f`` numbers.
 
+Devices and precision: the detector lives on ``FVDMetric.device`` (``metric.to(device)`` moves it); videos on
+any device are quantised where they are and copied there batch by batch; the detector runs with autocast
+off (so a caller's mixed precision does not change the score), and the features come back as float64 numpy
+arrays — the Fréchet distance is numpy (CPU) by design.
+
 Weights: the I3D file has no published hash. ``stand_in`` (module attribute, read live) and
 ``FVDMetric.stand_in`` are True unless :func:`vidpred.weights.weight_status` says ``"verified"``, i.e. the
 file's sha256 equals the one pinned when it was downloaded. Scores computed with a stand-in are never
@@ -48,6 +53,7 @@ import numpy as np
 import torch
 
 from vidpred.errors import VidpredError
+from vidpred.models.devices import autocast_off
 
 FVD_FRAMES = 16  # StyleGAN-V's fvd2048_16f: clips of 16 consecutive frames
 FVD_MIN_FRAMES = 10  # fewer frames break I3D (IMPLEMENTATION-NOTES, "Metric conventions seen in peers")
@@ -177,6 +183,12 @@ class FVDMetric:
         self.weights = weight_status("i3d")
         self.stand_in = self.weights != "verified"
 
+    def to(self, device: str | torch.device) -> "FVDMetric":
+        """Move the detector to ``device`` (features are computed there from now on)."""
+        self.device = torch.device(device)
+        self.model = self.model.to(self.device)
+        return self
+
     @torch.no_grad()
     def features(self, videos) -> np.ndarray:
         """I3D features of every clip, float64 B×D, computed ``batch_size`` clips at a time."""
@@ -186,7 +198,8 @@ class FVDMetric:
         out = []
         for start in range(0, len(clips), self.batch_size):
             batch = clips[start:start + self.batch_size].to(self.device)
-            feats = self.model(batch, **I3D_KWARGS)
+            with autocast_off(batch):
+                feats = self.model(batch, **I3D_KWARGS)
             if not torch.is_tensor(feats) or feats.ndim != 2 or feats.shape[0] != len(batch):
                 shape = tuple(feats.shape) if torch.is_tensor(feats) else type(feats).__name__
                 raise VidpredError(f"fvd: the I3D detector returned {shape} for {len(batch)} clips, expected "

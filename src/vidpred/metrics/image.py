@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from vidpred.errors import VidpredError
+from vidpred.models.devices import autocast_off, has_values
 
 WINDOW = 11
 SIGMA = 1.5
@@ -46,6 +47,8 @@ def check_pair(pred: torch.Tensor, target: torch.Tensor, what: str) -> None:
         raise VidpredError(f"{what}: expected N×C×H×W or N×T×C×H×W, got shape {tuple(pred.shape)}")
     if not (pred.is_floating_point() and target.is_floating_point()):
         raise VidpredError(f"{what}: expected float tensors, got {pred.dtype} and {target.dtype}")
+    if not (has_values(pred) and has_values(target)):  # meta tensors (shape-only dry runs): no values to check
+        return
     if not bool(torch.isfinite(pred).all()) or not bool(torch.isfinite(target).all()):
         bad = "prediction" if not bool(torch.isfinite(pred).all()) else "target"
         raise VidpredError(f"{what}: the {bad} contains NaN or infinite values")
@@ -87,7 +90,8 @@ def _gaussian_1d(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
          dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Structural similarity per image (mean over channels and valid pixels), computed in ``dtype``
-    (float64 for reported metrics; float32 is enough for a training loss and much faster on CPU)."""
+    (float64 for reported metrics; float32 is enough for a training loss and much faster on CPU) on the
+    inputs' device, with autocast off (variances as E[x²] − E[x]² cancel badly in bfloat16)."""
     check_pair(pred, target, "ssim")
     lead = pred.shape[:-3]
     c, h, w = pred.shape[-3:]
@@ -101,10 +105,11 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0,
     def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, "valid" windows only (no padding)
         return F.conv2d(F.conv2d(t, gy, groups=c), gx, groups=c)
 
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    with autocast_off(x):
+        mu_x, mu_y = blur(x), blur(y)
+        var_x = blur(x * x) - mu_x**2
+        var_y = blur(y * y) - mu_y**2
+        cov = blur(x * y) - mu_x * mu_y
     c1 = (K1 * data_range) ** 2
     c2 = (K2 * data_range) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))

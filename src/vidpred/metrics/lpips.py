@@ -7,6 +7,11 @@ the file and directory. Inputs are in ``[0, 1]`` and mapped to ``[-1, 1]`` as LP
 
 If the trunk file is a stand-in (hash mismatch, allowed with ``VIDPRED_ALLOW_STANDIN_WEIGHTS=1``),
 ``LPIPSMetric.stand_in`` is True and scores are not comparable with published numbers.
+
+Devices and precision: :class:`LPIPSMetric` is an ``nn.Module`` (``.to(device)`` moves the network; it stays in
+eval mode). Inputs on any device are copied to the network's device, scored in float32 with autocast off (a
+reported metric does not depend on the caller's mixed precision), and the distances are returned on the
+prediction's device.
 """
 
 from __future__ import annotations
@@ -17,15 +22,18 @@ import torch
 
 from vidpred.errors import VidpredError
 from vidpred.metrics.image import check_pair
+from vidpred.models.devices import autocast_off, module_device
 
 # lpips' AlexNet slices keep torchvision's `features` indices: slice k holds features[i] for i in these ranges.
 _SLICES = {1: range(0, 2), 2: range(2, 5), 3: range(5, 8), 4: range(8, 10), 5: range(10, 12)}
 
 
-class LPIPSMetric:
-    """Callable LPIPS distance: ``metric(pred, target)`` → one value per image (shape N or N×T)."""
+class LPIPSMetric(torch.nn.Module):
+    """Callable LPIPS distance: ``metric(pred, target)`` → one value per image (shape N or N×T), float32 on the
+    prediction's device."""
 
     def __init__(self, device: str | torch.device = "cpu", allow_stand_in: bool | None = None):
+        super().__init__()
         import lpips
 
         from vidpred.weights import load_state_dict, weight_status
@@ -47,20 +55,32 @@ class LPIPSMetric:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise VidpredError(f"pretrained weights 'alexnet' do not fit LPIPS' AlexNet trunk: {first}") from None
-        self.model = model.to(device).eval()
-        self.device = torch.device(device)
+        self.model = model.eval().requires_grad_(False)
+        self.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (inputs are copied there)."""
+        return module_device(self.model)
+
+    def train(self, mode: bool = True):  # a metric: the network stays in eval mode
+        super().train(mode)
+        self.model.eval()
+        return self
 
     @torch.no_grad()
-    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target, "lpips")
         lead = pred.shape[:-3]
         c, h, w = pred.shape[-3:]
         if c != 3:
             raise VidpredError(f"lpips: expected 3 colour channels, got {c}")
-        x = pred.reshape(-1, c, h, w).float().to(self.device) * 2 - 1
-        y = target.reshape(-1, c, h, w).float().to(self.device) * 2 - 1
-        d = self.model(x, y, normalize=False)
-        return d.reshape(lead).cpu()
+        device = self.device
+        with autocast_off(device):
+            x = pred.reshape(-1, c, h, w).to(device, torch.float32) * 2 - 1
+            y = target.reshape(-1, c, h, w).to(device, torch.float32) * 2 - 1
+            d = self.model(x, y, normalize=False)
+        return d.reshape(lead).to(pred.device)
 
 
 _DEFAULT: LPIPSMetric | None = None

@@ -27,10 +27,13 @@ def load_model_file(path: str | Path, kind: str, what: str, hint: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise VidpredError(f"{what} {path} does not exist ({hint})")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors and plain values only: loading a model file never runs code from it
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on corrupt files
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = str(exc)
+        unsafe = text.partition("Unsupported global: GLOBAL ")[2].split()[:1]  # the class a safe load refused
+        msg = (f"it holds a Python object ({unsafe[0]}) that a safe (weights_only) load refuses; write it "
+               "again with this vidpred" if unsafe else (text.splitlines()[0] if text else type(exc).__name__))
         raise VidpredError(f"{what} {path} cannot be loaded: {msg}") from None
     if not isinstance(blob, dict) or blob.get("kind") != kind:
         raise VidpredError(f"{what} {path} is not a {kind} file")

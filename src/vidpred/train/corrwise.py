@@ -26,13 +26,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Config, Schema, fields_of, load_config, loop_keys
 from vidpred.errors import VidpredError
 from vidpred.losses.corrwise import CorrWiseLoss, make_base_loss
 from vidpred.models.flow import make_flow
 from vidpred.models.predictor import Predictor, PredictorConfig
 from vidpred.models.files import load_model_file, save_model_file
+from vidpred.train.distributed import is_main
 from vidpred.train.loop import LoopSettings, Task, TrainResult, epoch_batches, run_training, stage_logging
+
+# Every config key this stage reads → its default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("corrwise", {
+    "task": "predict",  # predict | interpolate
+    "data.store": None, "data.split": "train", "data.predict": 1, "data.step": 1, "data.flip": False,
+    **fields_of(PredictorConfig, "model"),
+    "loss.base": "l1",  # a name ("l1+perceptual") or a mapping of weights
+    "loss.perceptual": None,  # PerceptualLoss arguments (a mapping, taken whole)
+    "loss.mode": "corrwise", "loss.epsilon": 0.1, "loss.flow": "auto", "loss.raft_iters": 5,
+    "loss.dis_preset": "medium", "loss.dis_min_side": 0, "loss.pixelwise_warmup_epochs": 0,
+    "loss.magnitude_weight": 0.0, "loss.smoothness_weight": 0.0,
+    **loop_keys("train"),
+    "train.max_steps": None,  # null: train.epochs × steps per epoch
+    "train.epochs": None, "train.batch_size": REQUIRED, "train.lr": REQUIRED, "train.betas": (0.9, 0.999),
+    "train.out_dir": "runs/corrwise",
+})
 
 MODEL_FILE = "predictor.pt"
 PREDICTOR_KIND = "vidpred-corrwise-predictor/1"
@@ -89,6 +106,7 @@ class CorrWiseTask(Task):
         self.optimizers = {"adam": torch.optim.Adam(self.model.parameters(), lr=float(cfg["train.lr"]),
                                                     betas=tuple(cfg.get("train.betas", (0.9, 0.999))))}
         self.loss = build_loss(cfg)
+        self.aux_modules = {"loss": self.loss}  # moved to the training device with the predictor (RAFT's weights)
         self.pixelwise = cfg.get("loss.mode", "corrwise") == "pixelwise"
         self.warmup_epochs = int(cfg.get("loss.pixelwise_warmup_epochs", 0))
         self.steps_per_epoch = steps_per_epoch
@@ -101,7 +119,8 @@ class CorrWiseTask(Task):
 
     def training_step(self, batch, step):
         context, targets = self.split(batch["frames"])
-        preds = self.model.rollout(context, targets.shape[1]) if self.kind == "predict" else self.model(context)[:, None]
+        net = self.train_module("predictor")  # DDP-wrapped under torchrun (rollout's gradients are averaged)
+        preds = net.rollout(context, targets.shape[1]) if self.kind == "predict" else net(context)[:, None]
         pixelwise = self.pixelwise or self.epoch < self.warmup_epochs
         # one loss call over all predicted frames (flattened), i.e. the sum over frames up to a constant
         b, n = targets.shape[:2]
@@ -128,7 +147,7 @@ class CorrWiseTask(Task):
 def main(config: str | Path, overrides=(), progress: bool = True) -> TrainResult:
     from vidpred.data.loader import ClipDataset
 
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     kind = cfg.get("task", "predict")
     context = int(cfg.get("model.context_frames", 3))
     clip_len = 3 if kind == "interpolate" else context + int(cfg.get("data.predict", 1))
@@ -150,8 +169,11 @@ def main(config: str | Path, overrides=(), progress: bool = True) -> TrainResult
     torch.manual_seed(settings.seed)
     task = CorrWiseTask(cfg, steps_per_epoch)
     settings.progress = settings.progress and progress
+    batches = epoch_batches(dataset, bs, seed=settings.seed, pin_memory=settings.device.type == "cuda")
     with stage_logging("corrwise", cfg, out_dir) as log:
-        result = run_training(task, epoch_batches(dataset, bs, seed=settings.seed), settings, log)
+        result = run_training(task, batches, settings, log)
+        if not is_main():  # under torchrun rank 0 writes the model file
+            return result
         path = save_predictor_file(task.model, out_dir / MODEL_FILE, steps=result.step, task=kind,
                                    loss=f"{cfg.get('loss.base', 'l1')} {cfg.get('loss.mode', 'corrwise')}")
         log.files([path])

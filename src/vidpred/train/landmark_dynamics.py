@@ -24,15 +24,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Config, Schema, fields_of, load_config, loop_keys
 from vidpred.errors import VidpredError
 from vidpred.models.files import load_model_file, save_model_file
 from vidpred.models.landmarks import inference
 from vidpred.models.landmarks.dynamics import DynamicsConfig, LandmarkLSTM
 from vidpred.models.landmarks.gaussians import grid_to_pixels
 from vidpred.train.landmarks import load_autoencoder
+from vidpred.train.distributed import is_main
 from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
                                 run_training, stage_logging)
+
+# Every config key this stage reads → its default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("landmark_dynamics", {
+    "model.autoencoder": REQUIRED,  # a landmarks.pt
+    "data.store": REQUIRED, "data.split": "train", "data.eval_split": EVAL_SPLIT, "data.stride": 1,
+    **fields_of(DynamicsConfig, "dynamics", exclude=("num_landmarks",)),  # num_landmarks: the autoencoder's
+    "dynamics.n_inputs": REQUIRED, "dynamics.n_future": REQUIRED,
+    "optim.lr": REQUIRED, "optim.weight_decay": 0.0, "optim.batch_size": REQUIRED,
+    **loop_keys("train"), "train.out_dir": "runs/landmark_dynamics",
+    "eval.context": 2, "eval.max_videos": 8, "eval.rollout_steps": 100,
+})
 
 MODEL_FILE = "dynamics.pt"
 
@@ -78,12 +90,13 @@ class DynamicsTask(Task):
         self.context = int(cfg.get("eval.context", 2))
         self.val_videos = val_videos
         self.store = store
+        self.aux_modules = {"autoencoder": autoencoder}  # frozen; decodes samples on the training device
 
     def export_model(self):
         return self.lstm
 
     def training_step(self, batch, step):
-        pred = self.lstm(batch, self.n_inputs)
+        pred = self.train_module("lstm")(batch, self.n_inputs)  # DDP-wrapped under torchrun
         target = batch[:, 1:]
         loss = F.mse_loss(pred, target)
         mu_err = (pred[..., :2] - target[..., :2]).norm(dim=-1).mean()
@@ -97,6 +110,7 @@ class DynamicsTask(Task):
         for _, s in self.val_videos:
             if len(s) <= self.context:
                 continue
+            s = s.to(self.device)
             roll = self.lstm.rollout(s[None, :self.context], len(s) - self.context)[0]
             d = grid_to_pixels(roll[..., :2], h, w) - grid_to_pixels(s[self.context:, :, :2], h, w)
             errs.append(d.norm(dim=-1).mean())
@@ -142,7 +156,7 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
     """Train the landmark LSTM as configured; write ``dynamics.pt`` and a rollout GIF/grid."""
     from vidpred.data.store import open_store
 
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     out_dir = Path(cfg.get("train.out_dir", "runs/landmark_dynamics"))
     store = open_store(cfg["data.store"])
     eval_split = cfg.get("data.eval_split", EVAL_SPLIT)
@@ -157,14 +171,18 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> Dy
     n, m = int(cfg["dynamics.n_inputs"]), int(cfg["dynamics.n_future"])
     if n < 1 or m < 0:
         raise VidpredError(f"dynamics.n_inputs must be ≥ 1 and dynamics.n_future ≥ 0, got {n}/{m}")
-    train_videos = encode_split(ae, store, cfg.get("data.split", "train"))
-    val_videos = encode_split(ae, store, eval_split, int(cfg.get("eval.max_videos", 8)))
+    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "landmark_dynamics")
+    ae.to(settings.device)  # encode on the training device; the states are kept on the CPU (the loader's side)
+    train_videos = [(v, s.cpu()) for v, s in encode_split(ae, store, cfg.get("data.split", "train"))]
+    val_videos = [(v, s.cpu()) for v, s in encode_split(ae, store, eval_split, int(cfg.get("eval.max_videos", 8)))]
     data = StateWindows(train_videos, n + m, int(cfg.get("data.stride", 1)))
     task = DynamicsTask(cfg, ae, val_videos, store)
-    settings = LoopSettings.from_config(cfg.get("train"), out_dir, "landmark_dynamics")
-    batches = epoch_batches(data, min(int(cfg["optim.batch_size"]), len(data)), seed=settings.seed)
+    batches = epoch_batches(data, min(int(cfg["optim.batch_size"]), len(data)), seed=settings.seed,
+                            pin_memory=settings.device.type == "cuda")
     with stage_logging("landmark_dynamics", cfg, out_dir, data_md5=data_md5, callback=callback) as log:
         result = run_training(task, batches, settings, log)
+        if not is_main():  # under torchrun rank 0 writes the model file and the rollout
+            return DynamicsResult(result, out_dir / MODEL_FILE, None)
         model_path = save_dynamics(task.lstm, out_dir / MODEL_FILE, {  # the autoencoder's path: vidpred.evaluate
             "n_inputs": n, "n_future": m, "autoencoder": str(Path(cfg["model.autoencoder"]).resolve())})
         log.files([model_path, cfg["model.autoencoder"]])  # the autoencoder beside it: a whole predictor

@@ -26,15 +26,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Config, Schema, fields_of, load_config, loop_keys
 from vidpred.errors import VidpredError
 from vidpred.models.files import load_model_file, save_model_file
 from vidpred.models.landmarks import augment, viz
 from vidpred.models.landmarks.autoencoder import (AutoencoderConfig, LandmarkAutoencoder, PatchDiscriminator,
                                                   lsgan_losses)
 from vidpred.models.landmarks.gaussians import grid_to_pixels
+from vidpred.train.distributed import is_main
 from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
                                 run_training, stage_logging)
+
+# Every config key this stage reads → its default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("landmarks", {
+    "data.store": REQUIRED, "data.split": "train", "data.eval_split": EVAL_SPLIT, "data.temporal_prob": 0.5,
+    "data.min_gap": 3, "data.max_gap": 60,
+    **fields_of(AutoencoderConfig, "model"),
+    "augment.brightness": 0.4, "augment.contrast": 0.4, "augment.saturation": 0.4, "augment.hue": 0.3,
+    "augment.tps_grid": 10, "augment.tps_rotation": 0.3927, "augment.tps_scale": (1.05, 1.15),
+    "augment.tps_translation_px": 10, "augment.tps_jitter_px": 2,
+    "loss.mse": 1.0, "loss.perceptual": 0.0, "loss.adversarial": 0.0,
+    "loss.perceptual_options": {},  # PerceptualLoss arguments (a mapping, taken whole)
+    "optim.lr": REQUIRED, "optim.weight_decay": 0.0, "optim.batch_size": REQUIRED,
+    **loop_keys("train"), "train.out_dir": "runs/landmarks",
+    "eval.threshold_px": 6.0, "eval.max_frames": 512,
+})
 
 MODEL_FILE = "landmarks.pt"
 
@@ -113,6 +129,7 @@ class LandmarkTask(Task):
         self.w_mse = float(cfg.get("loss.mse", 1.0))
         self.w_perc = float(cfg.get("loss.perceptual", 0.0))
         self.perceptual = _perceptual(cfg)
+        self.aux_modules = {"perceptual": self.perceptual}  # VGG19: moved to the training device
         self.w_adv = float(cfg.get("loss.adversarial", 0.0))
         if self.w_adv > 0:
             self.disc = PatchDiscriminator()
@@ -134,7 +151,7 @@ class LandmarkTask(Task):
 
     def training_step(self, batch, step):
         x, pose_in, app_in = self.make_inputs(batch)
-        out = self.net(pose_in, app_in)
+        out = self.train_module("autoencoder")(pose_in, app_in)  # DDP-wrapped under torchrun
         recon = out["recon"]
         mse = F.mse_loss(recon, x)
         loss = self.w_mse * mse
@@ -144,21 +161,27 @@ class LandmarkTask(Task):
             loss = loss + self.w_perc * perc
             logs["perceptual"] = perc.detach()
         if self.w_adv > 0:
-            d_loss, g_loss = lsgan_losses(self.disc, x, recon)
-            loss = loss + self.w_adv * g_loss
+            # Generator, then discriminator, each with its own discriminator pass: under DDP every backward must
+            # follow its own forward. The discriminator is unchanged in between (only the generator stepped) and
+            # has no running statistics, so d_loss equals the one of the generator's pass.
+            disc = self.train_module("discriminator")
             opt_g, opt_d = self.optimizers["adam"], self.optimizers["adam_d"]
+            _, g_loss = lsgan_losses(disc, x, recon)
+            loss = loss + self.w_adv * g_loss
             opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
+            self.backward(loss, {**logs, "g_loss": g_loss})  # finite on every process; scaled under 16-mixed
+            self.optimizer_step(opt_g)
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            d_loss, _ = lsgan_losses(disc, x, recon.detach())
+            self.backward(d_loss, {"d_loss": d_loss})
+            self.optimizer_step(opt_d)
             logs.update(d_loss=d_loss.detach(), g_loss=g_loss.detach())
         return {"loss": loss, **logs}
 
     def sample_images(self, batch, step):
         x, pose_in, app_in = self.make_inputs({k: v[:6] for k, v in batch.items()})
-        out = self.net(pose_in, app_in)
+        out = {k: v.cpu() for k, v in self.net(pose_in, app_in).items() if torch.is_tensor(v)}
+        x, pose_in, app_in = x.cpu(), pose_in.cpu(), app_in.cpu()  # drawn with numpy / PIL
         scale = max(1, 128 // x.shape[-1])
         rows = []
         for i in range(len(x)):
@@ -221,11 +244,12 @@ def landmark_pixels(net: LandmarkAutoencoder, frames: np.ndarray, batch: int = 6
     """Landmark means in pixels (N, K, 2) of uint8 frames (N, H, W, 3)."""
     was_training = net.training
     net.eval()
+    device = next(net.parameters()).device
     out = []
     for i in range(0, len(frames), batch):
         x = torch.from_numpy(np.asarray(frames[i:i + batch], dtype=np.float32) / 255).permute(0, 3, 1, 2)
-        mu, _ = net.encode_pose(x)
-        out.append(grid_to_pixels(mu, x.shape[-2], x.shape[-1]).double().numpy())
+        mu, _ = net.encode_pose(x.to(device))
+        out.append(grid_to_pixels(mu, x.shape[-2], x.shape[-1]).double().cpu().numpy())
     net.train(was_training)
     return np.concatenate(out)
 
@@ -273,7 +297,7 @@ class LandmarkResult:
 
 def main(config, overrides=(), callback=None, data_md5: str | None = None) -> LandmarkResult:
     """Train the landmark autoencoder as configured; return the result with the keypoint evaluation."""
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     out_dir = Path(cfg.get("train.out_dir", "runs/landmarks"))
     store_dir = cfg["data.store"]
     torch.manual_seed(int(cfg.get("train.seed", 0)))
@@ -288,9 +312,12 @@ def main(config, overrides=(), callback=None, data_md5: str | None = None) -> La
         raise VidpredError(f"model.image_size={task.model_cfg.image_size} (H×W {size[0]}×{size[1]}) but the frames "
                            f"of {store_dir} are {h}×{w}; set model.image_size={h if h == w else [h, w]}")
     settings = LoopSettings.from_config(cfg.get("train"), out_dir, "landmarks")
-    batches = epoch_batches(data, int(cfg["optim.batch_size"]), seed=settings.seed)
+    batches = epoch_batches(data, int(cfg["optim.batch_size"]), seed=settings.seed,
+                            pin_memory=settings.device.type == "cuda")
     with stage_logging("landmarks", cfg, out_dir, data_md5=data_md5, callback=callback) as log:
         result = run_training(task, batches, settings, log)
+        if not is_main():  # under torchrun rank 0 writes the model file and evaluates
+            return LandmarkResult(result, out_dir / MODEL_FILE, None)
         model_path = save_autoencoder(task.net, out_dir / MODEL_FILE)
         keypoints = keypoint_eval(task.net, eval_data, task.threshold) if eval_data else None
     return LandmarkResult(result, model_path, keypoints)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Schema, load_config
 from vidpred.errors import VidpredError
 from vidpred.fsutil import atomic_dir
 from vidpred.models.moso.inference import codebook_version, load_vqvae, model_inputs
@@ -34,6 +34,9 @@ from vidpred.models.moso.sampling import given_frames, pseudo_clip
 
 FORMAT = "vidpred-moso-tokens/1"
 NAMES = ("scene", "object", "motion", "cond_scene", "cond_object", "cond_motion")
+# The config keys main() reads → default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("moso_tokens", {"tokens.vqvae": REQUIRED, "data.moso_store": REQUIRED, "tokens.out": REQUIRED,
+                                       "tokens.context": REQUIRED, "tokens.batch_size": 16})
 
 
 @dataclass
@@ -156,6 +159,6 @@ class TokenDataset(torch.utils.data.Dataset):
 
 def main(config, overrides=()) -> TokensSummary:
     """Config keys: ``tokens.vqvae`` (model file), ``data.moso_store``, ``tokens.out``, ``tokens.context``."""
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     return extract_tokens(cfg["tokens.vqvae"], cfg["data.moso_store"], cfg["tokens.out"], int(cfg["tokens.context"]),
                           int(cfg.get("tokens.batch_size", 16)))

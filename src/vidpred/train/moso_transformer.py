@@ -29,15 +29,30 @@ from pathlib import Path
 
 import torch
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Config, Schema, fields_of, load_config, loop_keys
 from vidpred.errors import VidpredError
 from vidpred.models.moso.inference import TRANSFORMER_KIND, codebook_version, load_vqvae, save_model
 from vidpred.models.moso.sampling import predict_tokens
 from vidpred.models.moso.transformer import MosoTransformer, TransformerConfig, prediction_loss
+from vidpred.train.distributed import is_main
 from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
                                 run_training, stage_logging)
 from vidpred.train.moso_tokens import TokenDataset
 from vidpred.train.moso_vqvae import clip_grid, cosine_lambda
+
+# Every config key this stage reads → its default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("moso_transformer", {
+    "data.tokens": REQUIRED, "data.split": "train", "data.eval_split": EVAL_SPLIT,
+    "data.moso_store": None,  # None: the token set's MOSO store
+    "vqvae": None,  # None: the token set's VQVAE
+    **fields_of(TransformerConfig, "model",  # the geometry comes from the token set (geometry())
+                exclude=("num_codes", "scene_tokens", "object_tokens", "frames", "motion_hw")),
+    "loss.changed_weight": 5.0, "loss.uncond_prob": 0.0,
+    "sample.steps": 16, "sample.temperature": 4.5, "sample.best_of": 1, "sample.token_temperature": 1.0,
+    "optim.lr": REQUIRED, "optim.weight_decay": 0.01, "optim.scheduler": "cosine", "optim.batch_size": REQUIRED,
+    **loop_keys("train"), "train.out_dir": "runs/moso-transformer",
+    "eval.max_clips": 16,
+})
 
 MODEL_FILE = "moso_transformer.pt"
 
@@ -58,11 +73,13 @@ def evaluate_prediction(model, vqvae, store, batches: list[dict], context: int, 
     from vidpred.metrics.image import psnr, ssim
 
     model.eval()
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device  # batches and ground truth go where the model is
+    gen = torch.Generator(device=device).manual_seed(seed)
     res = {f"{k}_{m}": [] for k in ("pred", "copy", "copy_recon", "recon", "real_so") for m in ("psnr", "ssim")}
     sample = {}
     for batch in batches:
-        truth = torch.stack([store.clip(int(c))["frames"] for c in batch["clip"]])
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        truth = torch.stack([store.clip(int(c))["frames"] for c in batch["clip"]]).to(device)
         future = truth[:, context:]
         cond = {k: batch[f"cond_{k}"] for k in ("scene", "object", "motion")}
         best, best_p, best_s = None, None, None
@@ -115,12 +132,13 @@ class TransformerTask(Task):
         self.schedulers = {"cosine": torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(max_steps))} \
             if cfg.get("optim.scheduler", "cosine") == "cosine" else {}
         self.vqvae, self.store, self.eval_batches = vqvae, store, eval_batches
+        self.aux_modules = {"vqvae": vqvae}  # frozen tokenizer for validation: moved to the training device
         self._sample = {}
 
     def training_step(self, batch, step):
         self.net.train()
-        out = prediction_loss(self.net, batch, self.given, self.changed_weight, self.uncond_prob)
-        return out
+        # the whole loss (three passes of the transformer) as one forward: one DDP forward under torchrun
+        return self.call("transformer", prediction_loss, batch, self.given, self.changed_weight, self.uncond_prob)
 
     def validation(self, step):
         if not self.eval_batches:
@@ -157,7 +175,7 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
     """Train MOSO-Transformer on ``data.tokens``; return the result with held-out prediction metrics."""
     from vidpred.preprocess.moso import load_moso_store
 
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     out_dir = Path(cfg.get("train.out_dir", "runs/moso-transformer"))
     data = TokenDataset(cfg["data.tokens"], cfg.get("data.split", "train"))
     meta = data.tokens.meta
@@ -177,9 +195,11 @@ def main(config, overrides=(), callback=None) -> TransformerResult:
     n = min(len(ev), int(cfg.get("eval.max_clips", 16)))
     evald = [torch.utils.data.default_collate([ev[i] for i in range(s, min(n, s + bs))]) for s in range(0, n, bs)]
     task = TransformerTask(cfg, meta, vqvae, store, evald, settings.max_steps)
-    batches = epoch_batches(data, bs, seed=settings.seed)
+    batches = epoch_batches(data, bs, seed=settings.seed, pin_memory=settings.device.type == "cuda")
     with stage_logging("moso_transformer", cfg, out_dir, callback=callback) as log:
         result = run_training(task, batches, settings, log)
+        if not is_main():  # under torchrun rank 0 writes the model file and validates
+            return TransformerResult(result, out_dir / MODEL_FILE, {})
         path = save_model(task.net, out_dir / MODEL_FILE, TRANSFORMER_KIND, steps=result.step,
                           codebook_version=meta["codebook_version"], context=task.context, given_frames=task.given,
                           tokens=str(Path(cfg["data.tokens"]).resolve()))

@@ -25,14 +25,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidpred.config import Config, load_config
+from vidpred.config import REQUIRED, Config, Schema, fields_of, load_config, loop_keys
 from vidpred.errors import VidpredError
 from vidpred.models.geometry import image_hw
 from vidpred.models.moso.inference import VQVAE_KIND, model_inputs, save_model
 from vidpred.models.moso.vqvae import (MosoVQVAE, VideoDiscriminator, VQVAEConfig, hinge_d_loss, hinge_g_loss,
                                        reconstruction_loss)
+from vidpred.train.distributed import is_main
 from vidpred.train.loop import (EVAL_SPLIT, LoopSettings, Task, TrainResult, epoch_batches, require_split,
                                 run_training, stage_logging)
+
+# Every config key this stage reads → its default (REQUIRED: no default); any other key is an error.
+CONFIG_SCHEMA = Schema("moso_vqvae", {
+    "data.moso_store": REQUIRED, "data.split": "train", "data.eval_split": EVAL_SPLIT,
+    **fields_of(VQVAEConfig, "model"),
+    "tokens.context": None,  # pseudo-clip context of the token set: read by the pipeline's moso_tokens task
+    "preprocess.warmup_steps": 0,
+    "loss.l1": 0.0, "loss.l2": 1.0, "loss.ssim": 0.0, "loss.perceptual": 0.0, "loss.disc_weight": 0.0,
+    "loss.disc_start": 0,
+    "optim.lr": REQUIRED, "optim.scheduler": "cosine", "optim.batch_size": REQUIRED,
+    **loop_keys("train"), "train.out_dir": "runs/moso-vqvae",
+    "eval.max_clips": 32,
+})
 
 MODEL_FILE = "moso_vqvae.pt"
 
@@ -61,6 +75,8 @@ class VQVAETask(Task):
         self.w_disc, self.disc_start = float(cfg.get("loss.disc_weight", 0.0)), int(cfg.get("loss.disc_start", 0))
         lr = float(cfg["optim.lr"])
         self.modules = {"vqvae": self.net}
+        if self.model_cfg.decomposition == "none":  # the ablation leaves the scene/object parts without gradients
+            self.find_unused_parameters = {"vqvae"}
         self.optimizers = {"adam": torch.optim.Adam(self.net.parameters(), lr=lr)}
         if cfg.get("optim.scheduler", "cosine") == "cosine":
             self.schedulers = {"cosine": torch.optim.lr_scheduler.LambdaLR(self.optimizers["adam"],
@@ -72,6 +88,7 @@ class VQVAETask(Task):
             from vidpred.losses.perceptual import PerceptualLoss
 
             self.perceptual = PerceptualLoss(distance="mse", normalize="imagenet")
+            self.aux_modules = {"perceptual": self.perceptual}  # moved to the training device with the modules
         self.disc = self.d_opt = None
         if self.w_disc > 0:
             self.disc = VideoDiscriminator()
@@ -84,7 +101,8 @@ class VQVAETask(Task):
 
     def training_step(self, batch, step):
         self.net.train()
-        out = self.net(*model_inputs(self.net, batch, self.raw_content(step)))
+        net = self.train_module("vqvae")  # DDP-wrapped under torchrun
+        out = net(*model_inputs(self.net, batch, self.raw_content(step)))
         recon, target = out["recon"], batch["frames"]
         rec = reconstruction_loss(recon, target, self.l1, self.l2, self.w_ssim)
         loss = rec + out["commitment"]
@@ -94,12 +112,13 @@ class VQVAETask(Task):
             loss = loss + self.w_perc * perc
             logs["perceptual"] = perc.detach()
         if self.disc is not None and step >= self.disc_start:
+            disc = self.train_module("disc")  # each backward below follows its own forward (DDP syncs both)
             self.d_opt.zero_grad()
-            d_loss = hinge_d_loss(self.disc(target), self.disc(recon.detach()))
-            d_loss.backward()
-            self.d_opt.step()
+            d_loss = hinge_d_loss(disc(target), disc(recon.detach()))
+            self.backward(d_loss, {"d_loss": d_loss})  # finite on every process, scaled under 16-mixed
+            self.optimizer_step(self.d_opt, clip=0)  # the discriminator's step is not clipped
             self.d_opt.zero_grad()
-            g_loss = hinge_g_loss(self.disc(recon))
+            g_loss = hinge_g_loss(disc(recon))
             loss = loss + self.w_disc * g_loss
             logs.update(d_loss=d_loss.detach(), g_loss=g_loss.detach())
         return {"loss": loss, **logs}
@@ -116,6 +135,7 @@ class VQVAETask(Task):
 
         ps, ss, used = [], [], set()
         for batch in self.eval_data:
+            batch = self.to_device(batch)
             out = self.reconstruct(batch, step)
             recon = out["recon"].clamp(0, 1)
             ps.append(psnr(recon, batch["frames"]).flatten())
@@ -182,7 +202,7 @@ def main(config, overrides=(), callback=None) -> VQVAEResult:
     """Train MOSO-VQVAE as configured; return the result with held-out reconstruction metrics."""
     from vidpred.preprocess.moso import MosoClipDataset
 
-    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    cfg = load_config(config, overrides, schema=CONFIG_SCHEMA)
     out_dir = Path(cfg.get("train.out_dir", "runs/moso-vqvae"))
     store = cfg["data.moso_store"]
     data = MosoClipDataset(store, cfg.get("data.split", "train"))
@@ -201,9 +221,11 @@ def main(config, overrides=(), callback=None) -> VQVAEResult:
     bs = int(cfg["optim.batch_size"])
     evald = eval_batches(store, cfg.get("data.eval_split", EVAL_SPLIT), int(cfg.get("eval.max_clips", 32)), bs)
     task = VQVAETask(cfg, evald, settings.max_steps)
-    batches = epoch_batches(data, bs, seed=settings.seed)
+    batches = epoch_batches(data, bs, seed=settings.seed, pin_memory=settings.device.type == "cuda")
     with stage_logging("moso_vqvae", cfg, out_dir, callback=callback) as log:
         result = run_training(task, batches, settings, log)
+        if not is_main():  # under torchrun rank 0 writes the model file and validates
+            return VQVAEResult(result, out_dir / MODEL_FILE, {})
         path = save_model(task.net, out_dir / MODEL_FILE, VQVAE_KIND, steps=result.step,
                           raw_content=task.raw_content(result.step), lower=meta["lower"], upper=meta["upper"])
         metrics = {k[len("val/"):]: v for k, v in result.metrics.items() if k.startswith("val/")}

@@ -12,11 +12,18 @@ Shih et al. (unsupervised landmarks, sec. 2.1–2.4) represent each of K part ma
 * a landmark *state* is 5 numbers per landmark: (μx, μy, l11, l21, l22) with Σ = L Lᵀ; any state,
   including an unconstrained LSTM output, maps back to a positive-definite Σ (L Lᵀ + εI);
 * :func:`interpolate_states` is the paper's eq. 7 (linear in μ and L).
+
+Devices and precision: grids and identity matrices are made on the inputs' device. The softmax, moments,
+Mahalanobis distances and Cholesky maps run in float32 with autocast off (``float32_math``): second moments
+minus squared means cancel in bfloat16, and a covariance that comes out non-positive gives NaN heatmaps.
+Their results are float32 (float64 for float64 inputs) also when the network feeding them ran in bfloat16.
 """
 
 from __future__ import annotations
 
 import torch
+
+from vidpred.models.devices import float32_math
 
 COV_EPS = 1e-4  # floor added to Σ (grid units², i.e. ~1/40 px² at 64 px): keeps Σ⁻¹ finite
 
@@ -29,12 +36,14 @@ def coordinate_grid(height: int, width: int, device=None, dtype=torch.float32) -
     return torch.stack([gx, gy], dim=-1)
 
 
+@float32_math
 def spatial_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the spatial positions of each map: (B, K, H, W) → (B, K, H, W), each map sums to 1."""
     b, k, h, w = logits.shape
     return torch.softmax(logits.reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
 
 
+@float32_math
 def fit_gaussians(probs: torch.Tensor, eps: float = COV_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B, K, 2) and covariance (B, K, 2, 2) of probability maps (B, K, H, W) on the [-1, 1] grid."""
     _, _, h, w = probs.shape
@@ -54,6 +63,7 @@ def _inv2x2(cov: torch.Tensor) -> torch.Tensor:
     return inv / det[..., None, None]
 
 
+@float32_math
 def mahalanobis_sq(mu: torch.Tensor, cov: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """dᵀΣ⁻¹d for every grid location: (B, K, H, W)."""
     grid = coordinate_grid(height, width, mu.device, mu.dtype)  # H W 2
@@ -73,6 +83,7 @@ def render_heatmaps(mu: torch.Tensor, cov: torch.Tensor, height: int, width: int
     raise ValueError(f"unknown heatmap kind {kind!r} (cauchy or gaussian)")
 
 
+@float32_math
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """Scale each map (B, K, H, W) to sum to one."""
     return maps / maps.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
@@ -83,6 +94,7 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 STATE_DIM = 5  # μx, μy, l11, l21, l22
 
 
+@float32_math
 def cov_to_cholesky(cov: torch.Tensor) -> torch.Tensor:
     """Σ (..., 2, 2) → (l11, l21, l22) (..., 3) with Σ = L Lᵀ, L lower-triangular, positive diagonal."""
     a, b, d = cov[..., 0, 0], cov[..., 1, 0], cov[..., 1, 1]
@@ -92,6 +104,7 @@ def cov_to_cholesky(cov: torch.Tensor) -> torch.Tensor:
     return torch.stack([l11, l21, l22], dim=-1)
 
 
+@float32_math
 def cholesky_to_cov(params: torch.Tensor, eps: float = COV_EPS) -> torch.Tensor:
     """(l11, l21, l22) (..., 3) → Σ = L Lᵀ + εI (..., 2, 2): positive definite for ANY real input."""
     l11, l21, l22 = params.unbind(-1)

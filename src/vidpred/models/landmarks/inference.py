@@ -6,6 +6,10 @@
 * :func:`interpolate` — linear in (μ, Cholesky) between two frames' states (eq. 7), appearance of the
   first frame;
 * :func:`write_sequence` — numbered PNG frames, a GIF, and a grid with landmarks drawn (atomically).
+
+Frames go in and come out as uint8 numpy arrays; in between everything runs on the device of the network
+that uses it (the autoencoder's for encoding and decoding, the LSTM's for the rollout), and the returned
+states are on the autoencoder's device.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import numpy as np
 import torch
 
 from vidpred.fsutil import atomic_dir
+from vidpred.models.devices import module_device
 from vidpred.models.landmarks import gaussians as G
 from vidpred.models.landmarks import viz
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(frames, dtype=np.float32) / 255).permute(0, 3, 1, 2)
+def _to_tensor(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.from_numpy(np.asarray(frames, dtype=np.float32) / 255).permute(0, 3, 1, 2).to(device)
 
 
 @dataclass
@@ -35,9 +40,9 @@ class Sequence:
 @torch.no_grad()
 def encode_states(net, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) → states (T, K, 5)."""
-    out = []
+    out, device = [], module_device(net)
     for i in range(0, len(frames), batch):
-        mu, cov = net.encode_pose(_to_tensor(frames[i:i + batch]))
+        mu, cov = net.encode_pose(_to_tensor(frames[i:i + batch], device))
         out.append(G.gaussians_to_state(mu, cov))
     return torch.cat(out)
 
@@ -45,10 +50,11 @@ def encode_states(net, frames: np.ndarray, batch: int = 64) -> torch.Tensor:
 @torch.no_grad()
 def decode_states(net, states: torch.Tensor, appearance_frame: np.ndarray, batch: int = 64) -> np.ndarray:
     """Decode states (T, K, 5) with the appearance of one uint8 frame (H, W, 3) → uint8 (T, H, W, 3)."""
-    app = net.encode_appearance(_to_tensor(appearance_frame[None]))
+    device = module_device(net)
+    app = net.encode_appearance(_to_tensor(appearance_frame[None], device))
     out = []
     for i in range(0, len(states), batch):
-        mu, cov = G.state_to_gaussians(states[i:i + batch])
+        mu, cov = G.state_to_gaussians(states[i:i + batch].to(device))
         out.append(viz.to_uint8(net.decode(mu, cov, app.expand(len(mu), -1, -1))))
     return np.concatenate(out)
 
@@ -57,7 +63,7 @@ def decode_states(net, states: torch.Tensor, appearance_frame: np.ndarray, batch
 def predict(net, lstm, context: np.ndarray, steps: int) -> Sequence:
     """Context frames (T0, H, W, 3) → decoded context + ``steps`` predicted frames."""
     ctx_states = encode_states(net, context)
-    future = lstm.rollout(ctx_states[None], steps)[0]
+    future = lstm.rollout(ctx_states[None].to(module_device(lstm)), steps)[0].to(ctx_states.device)
     states = torch.cat([ctx_states, future])
     return Sequence(decode_states(net, states, context[-1]), states, len(context))
 
@@ -66,7 +72,7 @@ def predict(net, lstm, context: np.ndarray, steps: int) -> Sequence:
 def interpolate(net, first: np.ndarray, last: np.ndarray, num: int) -> Sequence:
     """``num`` frames from ``first`` to ``last`` (both included), linear in (μ, Cholesky) space."""
     s = encode_states(net, np.stack([first, last]))
-    states = G.interpolate_states(s[0], s[1], torch.linspace(0, 1, num))
+    states = G.interpolate_states(s[0], s[1], torch.linspace(0, 1, num, device=s.device))
     return Sequence(decode_states(net, states, first), states, 1)
 
 

@@ -12,6 +12,12 @@ Vector quantisation with an exponential-moving-average codebook (VQ-VAE-2 style,
 * loss ``β·||z − sg(q)||²`` (commitment) and the straight-through output ``z + sg(q − z)``.
 
 Works on any channel-first tensor ``B×D×…`` (scene/object maps ``B×D×h×w``, motion ``B·T×D×h×w``).
+
+Devices and precision: the codebook and its statistics are buffers (they move with ``.to``); the update is
+written without host synchronisation or data-dependent shapes (masks and ``torch.where`` instead of boolean
+indexing, the debiasing power as a tensor), so it runs on a GPU without stalls and on ``meta`` tensors.
+Distances, the straight-through output and the commitment loss are computed in float32 with autocast
+off — nearest-code search in bfloat16 picks wrong codes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vidpred.models.devices import autocast_off
 
 
 @dataclass
@@ -58,40 +66,50 @@ class EMACodebook(nn.Module):
     @torch.no_grad()
     def ema_update(self, flat: torch.Tensor, indices: torch.Tensor) -> None:
         d = self.decay
-        onehot = F.one_hot(indices, self.num_codes).type(flat.dtype)  # N×K
-        counts = onehot.sum(0)
+        codes = torch.arange(self.num_codes, device=indices.device)
+        onehot = (indices[:, None] == codes).to(flat.dtype)  # N×K (no value check, unlike F.one_hot)
+        counts, sums = onehot.sum(0), onehot.t() @ flat
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            # under DDP every rank sees its shard: sum the statistics so the codebook learns from the global
+            # batch, as one process would (DDP then broadcasts rank 0's buffers, which now hold the same update)
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(sums)
         self.ema_count.mul_(d).add_(counts, alpha=1 - d)
-        self.ema_sum.mul_(d).add_(onehot.t() @ flat, alpha=1 - d)
+        self.ema_sum.mul_(d).add_(sums, alpha=1 - d)
         self.updates += 1
-        debias = 1.0 - d ** int(self.updates)
+        debias = 1.0 - d ** self.updates.to(flat.dtype)  # a tensor: no host sync
         count = self.ema_count / debias
         total = count.sum()
         smoothed = (count + self.eps) / (total + self.num_codes * self.eps) * total
         new = (self.ema_sum / debias) / smoothed[:, None]
         used = counts > 0
-        self.embed[used] = new[used]
-        self.idle[used] = 0
-        self.idle[~used] += 1
+        self.embed.copy_(torch.where(used[:, None], new, self.embed))
+        self.idle.copy_(torch.where(used, torch.zeros_like(self.idle), self.idle + 1))
         if self.dead_after > 0:
-            dead = (self.idle >= self.dead_after).nonzero().flatten()
-            if dead.numel():
-                pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
-                self.embed[dead] = flat[pick]
-                self.ema_count[dead] = debias  # one input's worth, after debiasing
-                self.ema_sum[dead] = flat[pick] * debias
-                self.idle[dead] = 0
+            # every code gets a random input as candidate; dead codes (idle for dead_after updates) take it
+            dead = self.idle >= self.dead_after
+            pick = flat[torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)]
+            self.embed.copy_(torch.where(dead[:, None], pick, self.embed))
+            self.ema_count.copy_(torch.where(dead, debias, self.ema_count))  # one input's worth
+            self.ema_sum.copy_(torch.where(dead[:, None], pick * debias, self.ema_sum))
+            self.idle.masked_fill_(dead, 0)
 
     def forward(self, z: torch.Tensor) -> Quantized:
         if z.shape[1] != self.dim:
             raise ValueError(f"codebook dim is {self.dim}, input has {z.shape[1]} channels")
-        zl = z.movedim(1, -1)
-        flat = zl.reshape(-1, self.dim)
-        indices = self.nearest(flat.detach())
-        if self.training:
-            self.ema_update(flat.detach().float(), indices)
-        q = self.embed[indices].view_as(zl).movedim(-1, 1)
-        commitment = self.beta * F.mse_loss(z, q.detach())
-        quantized = z + (q - z).detach()
-        probs = torch.bincount(indices, minlength=self.num_codes).float() / indices.numel()
-        perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        with autocast_off(z):
+            z = z.to(self.embed.dtype)  # e.g. bfloat16 encoder features under autocast → float32
+            zl = z.movedim(1, -1)
+            flat = zl.reshape(-1, self.dim)
+            indices = self.nearest(flat.detach())
+            if self.training:
+                self.ema_update(flat.detach(), indices)
+            q = self.embed[indices].view_as(zl).movedim(-1, 1)
+            commitment = self.beta * F.mse_loss(z, q.detach())
+            quantized = z + (q - z).detach()
+            counts = torch.zeros(self.num_codes, dtype=z.dtype, device=z.device)
+            counts.index_add_(0, indices, torch.ones_like(indices, dtype=z.dtype))  # bincount (also on meta)
+            probs = counts / indices.numel()
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
         return Quantized(quantized, indices.view(zl.shape[:-1]), commitment, perplexity)

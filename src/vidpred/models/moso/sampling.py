@@ -6,7 +6,7 @@
   most confident (confidence = log p + temperature·Gumbel, not annealed), re-masks the others on a
   cosine schedule; given positions are never touched and the last step fills everything. Tokens are
   drawn from ``softmax(logits / token_temperature)`` (1 = the model's distribution, as in the paper;
-  0 = the most likely token).
+  0 = the most likely token). :func:`maskgit_step` is one of its steps.
 * :func:`pseudo_clip` / :func:`given_frames` — the pseudo clip (context padded with its last frame, Eq. 10)
   and how many of its motion frames equal the real clip's: the context frames lying in whole working
   pools (``⌊K/pool⌋·pool``; paper Eq. 12 and appendix B). Eq. 12 holds for the motion *encoder*; the
@@ -16,6 +16,10 @@
   Training and inference both take the given frames from the pseudo clip, so the two stay consistent.
 * :func:`predict_tokens`, :func:`interpolate_tokens`, :func:`generate_tokens` — the three tasks at token
   level (scene/object first, then guidance, then motion).
+
+Devices: every tensor is made on the tokens' device and random draws use the caller's generator, which must
+live on that device too (a CUDA generator for CUDA tokens). Logits are sampled in float32. On ``meta``
+tensors (a shape-only dry run) every step runs, since "is anything still masked" has no answer there.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from typing import Callable
 
 import torch
 
+from vidpred.models.devices import has_values, module_device
+
 
 def mask_rate(u: torch.Tensor | float) -> torch.Tensor:
+    """γ(u) on ``u``'s device (a float gives a CPU scalar)."""
     return torch.cos(math.pi / 2 * torch.as_tensor(u, dtype=torch.float32))
 
 
@@ -59,28 +66,36 @@ def maskgit_fill(logits_fn: Callable[[torch.Tensor], torch.Tensor], tokens: torc
     n_unknown = unknown.sum(1)
     out = torch.where(unknown, torch.full_like(tokens, mask_id), tokens)
     for i in range(steps):
-        if not masked.any():
+        if has_values(masked) and not masked.any():
             break
-        logits = logits_fn(torch.where(masked, torch.full_like(out, mask_id), out)).float()
-        if token_temperature > 0:
-            logp = torch.log_softmax(logits / token_temperature, dim=-1)
-            sampled = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(out.shape)
-        else:
-            logp = torch.log_softmax(logits, dim=-1)
-            sampled = logp.argmax(-1)
-        conf = logp.gather(-1, sampled[..., None])[..., 0]
-        u = torch.rand(conf.shape, generator=generator, device=conf.device).clamp(1e-20, 1 - 1e-7)
-        conf = conf + temperature * -torch.log(-torch.log(u))
-        conf = conf.masked_fill(~masked, float("inf"))  # fixed and given positions are never re-masked
-        keep_masked = torch.floor(n_unknown.float() * math.cos(math.pi / 2 * (i + 1) / steps)).long()
-        keep_masked = torch.minimum(keep_masked, (masked.sum(1) - 1).clamp(min=0))
-        if i == steps - 1:
-            keep_masked.zero_()
-        ranks = conf.argsort(1).argsort(1)
-        remask = ranks < keep_masked[:, None]
-        out = torch.where(masked & ~remask, sampled, out)
-        masked = masked & remask
+        out, masked = maskgit_step(logits_fn, out, masked, n_unknown, i, steps, mask_id, temperature, generator,
+                                   token_temperature)
     return out
+
+
+def maskgit_step(logits_fn: Callable[[torch.Tensor], torch.Tensor], out: torch.Tensor, masked: torch.Tensor,
+                 n_unknown: torch.Tensor, i: int, steps: int, mask_id: int, temperature: float = 4.5,
+                 generator: torch.Generator | None = None, token_temperature: float = 1.0):
+    """Step ``i`` of ``steps`` of :func:`maskgit_fill`: sample every ``masked`` position of ``out`` (B×N), keep
+    the most confident, re-mask the rest on the cosine schedule. Returns the new ``(out, masked)``."""
+    logits = logits_fn(torch.where(masked, torch.full_like(out, mask_id), out)).float()
+    if token_temperature > 0:
+        logp = torch.log_softmax(logits / token_temperature, dim=-1)
+        sampled = torch.multinomial(logp.exp().flatten(0, 1), 1, generator=generator).view(out.shape)
+    else:
+        logp = torch.log_softmax(logits, dim=-1)
+        sampled = logp.argmax(-1)
+    conf = logp.gather(-1, sampled[..., None])[..., 0]
+    u = torch.rand(conf.shape, generator=generator, device=conf.device).clamp(1e-20, 1 - 1e-7)
+    conf = conf + temperature * -torch.log(-torch.log(u))
+    conf = conf.masked_fill(~masked, float("inf"))  # fixed and given positions are never re-masked
+    keep_masked = torch.floor(n_unknown.float() * math.cos(math.pi / 2 * (i + 1) / steps)).long()
+    keep_masked = torch.minimum(keep_masked, (masked.sum(1) - 1).clamp(min=0))
+    if i == steps - 1:
+        keep_masked.zero_()
+    ranks = conf.argsort(1).argsort(1)
+    remask = ranks < keep_masked[:, None]
+    return torch.where(masked & ~remask, sampled, out), masked & remask
 
 
 def given_frames(context: int, pool: int) -> int:
@@ -159,10 +174,12 @@ def interpolate_tokens(model, tokens: dict, known: torch.Tensor, steps: int = 16
 
 @torch.no_grad()
 def generate_tokens(model, batch: int, scene_hw: tuple, object_hw: tuple, steps: int = 16,
-                    temperature: float = 4.5, generator: torch.Generator | None = None, device="cpu",
+                    temperature: float = 4.5, generator: torch.Generator | None = None, device=None,
                     token_temperature: float = 1.0) -> dict:
-    """Unconditional generation: context all MASK, every scene/object/motion token sampled."""
+    """Unconditional generation: context all MASK, every scene/object/motion token sampled (on ``device``;
+    default: the model's)."""
     cfg = model.cfg
+    device = module_device(model) if device is None else torch.device(device)
     ns, no = cfg.scene_tokens, cfg.object_tokens
     mask = lambda n: torch.full((batch, n), cfg.mask_id, dtype=torch.long, device=device)  # noqa: E731
     unknown_so = torch.ones(batch, ns + no, dtype=torch.bool, device=device)

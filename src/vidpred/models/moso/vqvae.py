@@ -187,8 +187,9 @@ class MosoVQVAE(nn.Module):
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1: float = 0.0, l2: float = 1.0,
                         ssim: float = 0.0) -> torch.Tensor:
     """Weighted L1 + L2 (means over pixels) + ``ssim``·(1 − SSIM) between reconstructed and input frames
-    (SSIM as in :func:`vidpred.metrics.image.ssim`, frames B×T×3×H×W in [0, 1])."""
-    loss = recon.new_zeros(())
+    (SSIM as in :func:`vidpred.metrics.image.ssim`, frames B×T×3×H×W in [0, 1]). A float32 scalar (or float64)
+    on the frames' device, also when ``recon`` is bfloat16 from an autocast forward."""
+    loss = recon.new_zeros((), dtype=torch.promote_types(recon.dtype, torch.float32))
     if l1:
         loss = loss + l1 * F.l1_loss(recon, target)
     if l2:
