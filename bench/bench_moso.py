@@ -5,8 +5,9 @@ Random inputs of the cpu profile's shapes (64 px, 8-frame clips; model sizes fro
 
 * VQVAE: clips/s and tokens/s of full training steps (forward, backward, Adam);
 * Transformer: clips/s and tokens/s of training steps (``prediction_loss``, backward, AdamW), the FLOPs of
-  one step (``torch.utils.flop_counter``), the achieved FLOP/s, and that as a fraction of this machine's
-  fp32 matmul rate (a 1024² ``torch.mm`` loop timed in the same run).
+  one step (``torch.utils.flop_counter``, with PyTorch's fused CPU attention counted — see
+  ``bench_training.py``, which also prints the figures of issue 13), the achieved FLOP/s, and that as a
+  fraction of this machine's fp32 matmul rate (a 1024² ``torch.mm`` loop timed in the same run).
 
 Usage::
 
@@ -16,7 +17,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -86,9 +89,10 @@ def main() -> None:
         loss.backward()
         topt.step()
 
-    from torch.utils.flop_counter import FlopCounterMode
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_training import flop_counter  # FlopCounterMode that also counts the fused CPU attention
 
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         tr_step()
     flops = counter.get_total_flops()
     tr_s = timed(tr_step, args.steps)

@@ -25,6 +25,7 @@ from torch import nn
 from vidpred.config import dataclass_from_dict
 from vidpred.errors import VidpredError
 from vidpred.metrics.image import ssim as ssim_index
+from vidpred.models import compile_model
 from vidpred.models.geometry import check_divisible, image_hw, normalize_image_size
 from vidpred.models.moso.decoder import Decoder
 from vidpred.models.moso.encoders import ContentEncoder, MotionEncoder
@@ -60,6 +61,7 @@ class VQVAEConfig:
     dead_after: int = 0
     decomposition: str = "mso"  # "mso" or "none" (ablation)
     groups: int = 1  # token maps per frame in the "none" ablation
+    compile: bool = False  # torch.compile the encoders and the decoder (a run-time option: not stored in model files)
 
     @classmethod
     def from_dict(cls, d: dict) -> "VQVAEConfig":
@@ -122,6 +124,9 @@ class MosoVQVAE(nn.Module):
             self.motion_enc = MotionEncoder(c, d * cfg.groups, cfg.motion_factor, cfg.pool,
                                             head_dim=cfg.head_dim, attn_dropout=cfg.attn_dropout, **common)
             self.decoder = Decoder(d * cfg.groups, c, cfg.motion_factor, merge=False, **common)
+        for name in ("scene_enc", "object_enc", "motion_enc", "decoder"):  # not the codebook (its EMA update)
+            if hasattr(self, name):
+                compile_model(getattr(self, name), cfg.compile)
 
     # -- encoding -----------------------------------------------------------------------------------
     def encode(self, motion: torch.Tensor, scene: torch.Tensor | None = None,
@@ -181,7 +186,8 @@ class MosoVQVAE(nn.Module):
         return enc
 
     def config_dict(self) -> dict:
-        return asdict(self.cfg)
+        """The architecture (what a model file stores; ``compile`` is how this process runs it)."""
+        return {k: v for k, v in asdict(self.cfg).items() if k != "compile"}
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, l1: float = 0.0, l2: float = 1.0,
