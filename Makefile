@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+IMAGE ?= vidpred:0.1.0
+BASE_IMAGE ?=
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install browser demo test test-fast bench data moso-cpu lock clean
+.PHONY: install browser podman image demo test test-fast bench data moso-cpu lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +25,16 @@ install: $(STAMP)
 browser: ## headless Chromium (Debian package) for the tests that render report.html in a real browser
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: the browser tests will fail"
 
+podman: ## container engine for `make image` and tests/pipeline/test_image.py: Docker if its daemon answers, else podman (+ runc, debootstrap) from apt and, only when containers cannot start without it, /etc/containers/containers.conf; idempotent
+	@scripts/container.sh setup >/dev/null
+
+image: ## the project image vidpred:0.1.0 from the Dockerfile (BASE_IMAGE=… to choose the base; default: python:3.11-slim, else a Debian bookworm base made with debootstrap)
+	BASE_IMAGE="$(BASE_IMAGE)" IMAGE="$(IMAGE)" scripts/container.sh build
+
 demo: install ## run the main job: the smoke pipeline through kfp.local, tracked in ./mlflow.db
 	$(BIN)/vidpred run --profile smoke
 
-test: install browser ## the whole suite (slow tests included), as CI runs it
+test: install browser podman ## the whole suite (slow tests included), as CI runs it
 	$(BIN)/python -m pytest -q
 
 test-fast: install ## skip tests marked slow

@@ -16,24 +16,31 @@ from components.common import vidpred_component
 def evaluate_track(store: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], evaluation: dsl.Output[dsl.Artifact],
                    name: str, protocol: str, method: str, baselines: list = [], overrides: list = [],
                    device: str = "auto", data_md5: str = "", tracking_uri: str = "", parent_run_id: str = "",
-                   track: str = "") -> str:
+                   track: str = "", promotion: str = "") -> str:
     """Score ``method`` (the model in ``model``) and ``baselines`` on ``protocol`` as evaluation ``name`` (of the
-    profile's ``track``); outputs in ``evaluation.path``."""
+    profile's ``track``); outputs in ``evaluation.path``. ``promotion`` (``vidpred.registry.PromotionSpec`` as
+    JSON; empty: none): register the model as ``vidpred-<track>-<method>`` and decide champion / challenger."""
     from vidpred.evaluate.benchmark import evaluate_track as run
     from vidpred.evaluate.protocols import get_protocol
     from vidpred.orchestrate import stage_env
+    from vidpred.registry import PromotionSpec
 
     spec = get_protocol(protocol, list(overrides))
     methods = [(method, model.path)] + [(b, None) for b in baselines]
     with stage_env(tracking_uri, parent_run_id, data_md5, track=track):
         results = run(store.path, name, spec, methods, evaluation.path, device=device, log_mlflow=True,
-                      parent_run_id=parent_run_id or None, progress=False)
+                      parent_run_id=parent_run_id or None, progress=False,
+                      promotion=PromotionSpec.from_json(promotion))
     text = "\n".join(r.describe() for r in results)
     for r in results:
         for name, m in r.summary["metrics"].items():
             evaluation.metadata[f"{r.summary['method']}/{name}"] = float(m["mean"])
     evaluation.metadata.update({"track": name, "protocol": protocol,
                                 "stand_in": any(r.summary["stand_in"] for r in results)})
+    for r in results:
+        if r.promotion is not None:
+            evaluation.metadata.update({"registered_model": r.promotion.name, "version": r.promotion.version,
+                                        "decision": r.promotion.decision})
     print(text)
     return text
 

@@ -23,9 +23,17 @@ Profile values are compiled into the tasks' arguments; only what changes per run
 ``parent_run_id`` (the MLflow parent run the stages nest under).
 
 Per task, :func:`configure` applies from the profile ``resources.<kind>`` (else ``resources.default``),
-``gpu`` when the task's kind is listed in ``gpu.stages`` (:func:`request_gpu`) and ``pipeline.env``.
-Resources, accelerators, tolerations and node selectors are ignored by ``kfp.local`` but compile into the
-YAML (the last two into the PlatformSpec, the YAML's second document).
+``gpu`` when the task's kind is listed in ``gpu.stages`` (:func:`request_gpu`), ``pipeline.env`` and the ``cluster``
+section (:func:`apply_cluster`: ConfigMap and Secret environment, the volume, image pull secrets, timeout, retries).
+Resources, accelerators, tolerations, node selectors and the cluster settings are ignored by ``kfp.local`` but
+compile into the YAML (the Kubernetes ones into the PlatformSpec, the YAML's second document; retries into each
+task's ``retryPolicy``).
+
+A profile with a ``cluster`` section runs on a cluster, where no local process holds the MLflow parent run open:
+its pipeline opens the parent run in a first task (``open-parent-run``, unless ``parent_run_id`` is given) and
+closes it in the exit task of a ``dsl.ExitHandler`` (``close-parent-run``, with the run's final state); the other
+tasks sit in the handler's group ``reproduce``. Every stage finds the MLflow server through ``MLFLOW_TRACKING_URI``
+from the ConfigMap (``tracking_uri`` left empty) — see :mod:`vidpred.parent_run`.
 
 Training stages run where their ``nodes`` × ``gpus`` say (``vidpred.profile``; :func:`_placement`): one GPU or
 none → the task trains in its own process; G > 1 GPUs on one node → the task's accelerator limit is G and its
@@ -55,6 +63,7 @@ from components.corrwise import toycar_experiment, train_corrwise
 from components.evaluate import evaluate_track, make_report
 from components.landmarks import train_landmark_dynamics, train_landmarks
 from components.moso import moso_tokens, train_moso_transformer, train_moso_vqvae
+from components.run import close_parent_run, open_parent_run
 from vidpred.config import load_config
 from vidpred.errors import VidpredError
 from vidpred.profile import Profile, StageSpec, TrackSpec
@@ -70,6 +79,7 @@ COMPONENTS = {  # task kind → component
     "train_moso_vqvae": train_moso_vqvae, "moso_tokens": moso_tokens, "train_moso_transformer": train_moso_transformer,
     "train_corrwise": train_corrwise, "toycar_experiment": toycar_experiment, "train_landmarks": train_landmarks,
     "train_landmark_dynamics": train_landmark_dynamics, "evaluate": evaluate_track, "make_report": make_report,
+    "open_parent_run": open_parent_run, "close_parent_run": close_parent_run,
 }
 
 
@@ -133,6 +143,35 @@ def configure(task: dsl.PipelineTask, profile: Profile, kind: str, stage: StageS
         request_gpu(task, profile.gpu)
     for key, value in profile.env.items():
         task.set_env_variable(key, value)
+    return apply_cluster(task, profile, kind)
+
+
+def apply_cluster(task: dsl.PipelineTask, profile: Profile, kind: str) -> dsl.PipelineTask:
+    """The profile's ``cluster`` section on a task of ``kind`` (nothing without one): environment from the
+    ConfigMaps and Secrets (by reference), the volume, image pull secrets, the pod's timeout (``activeDeadlineSeconds``)
+    and, unless the kind is in ``retry.skip``, ``set_retry`` with exponential backoff whose ``backoff_max_duration``
+    covers every attempt: (count + 1) × timeout + the waits (Argo stops retrying after it). The service account is a
+    run setting in KFP 2.17 (``vidpred.profile``), not a task's."""
+    cluster = profile.cluster
+    if not cluster:
+        return task
+    for name, keys in cluster["config_map_env"].items():
+        kubernetes.use_config_map_as_env(task, name, keys)
+    for name, keys in cluster["secret_env"].items():
+        kubernetes.use_secret_as_env(task, name, keys)
+    if cluster["volume"]:
+        kubernetes.mount_pvc(task, pvc_name=cluster["volume"]["pvc"], mount_path=cluster["volume"]["mount_path"])
+    if cluster["image_pull_secrets"]:
+        kubernetes.set_image_pull_secrets(task, list(cluster["image_pull_secrets"]))
+    hours = cluster["timeout_hours"].get(kind, cluster["timeout_hours"].get("default"))
+    if hours:
+        kubernetes.set_timeout(task, int(round(hours * 3600)))
+    retry = cluster["retry"]
+    if retry and retry["count"] and kind not in retry["skip"]:
+        waits = sum(retry["backoff_seconds"] * retry["factor"] ** i for i in range(retry["count"]))
+        most = (retry["count"] + 1) * int(round(hours * 3600)) + waits
+        task.set_retry(retry["count"], backoff_duration=f"{int(retry['backoff_seconds'])}s",
+                       backoff_factor=retry["factor"], backoff_max_duration=f"{int(most)}s")
     return task
 
 
@@ -186,8 +225,10 @@ def _track_tasks(make: _Tasks, track: TrackSpec, data: dict | None, run: dict) -
         spec = st[stage]
         task = make(kind, owner, spec, config=spec.config, overrides=list(spec.overrides),
                     **_placement(make.profile, kind, spec), **inputs, **base)
-        checkpoints = make.profile.checkpoints
-        if checkpoints and checkpoints.get("pvc"):  # the checkpoints (and a Trainer job's workspace) live there
+        checkpoints, volume = make.profile.checkpoints, (make.profile.cluster or {}).get("volume")
+        # the checkpoints (and a Trainer job's workspace) live there; the cluster volume, if it is that PVC, is
+        # already mounted at the location (vidpred.profile checks they agree)
+        if checkpoints and checkpoints.get("pvc") and not (volume and volume["pvc"] == checkpoints["pvc"]):
             kubernetes.mount_pvc(task, pvc_name=checkpoints["pvc"], mount_path=checkpoints["location"])
         if data is not None:
             task.after(data["gate"])  # nothing of the track runs before its data passed the gate
@@ -212,42 +253,84 @@ def _track_tasks(make: _Tasks, track: TrackSpec, data: dict | None, run: dict) -
         lm = train("train_landmarks", "landmarks", store=data["store"])
         if "landmark_dynamics" in st:
             train("train_landmark_dynamics", "landmark_dynamics", store=data["store"], landmarks=lm.outputs["model"])
+    from vidpred.registry import PromotionSpec  # the evaluation that registers the track's model (ev.promote)
+
     return [make("evaluate", owner, store=data["store"], model=models[ev.stage], name=ev.name, protocol=ev.protocol,
-                 method=ev.method, baselines=list(ev.baselines), overrides=list(ev.overrides), device=ev.device, **base)
+                 method=ev.method, baselines=list(ev.baselines), overrides=list(ev.overrides), device=ev.device,
+                 promotion=PromotionSpec(track.name, ev.method, ev.primary_metric, ev.min_margin).to_json()
+                 if ev.promote else "", **base)
             for ev in track.evaluations]
+
+
+def _config_json(profile: Profile) -> str:
+    """The profile's resolved config (values and provenance) as JSON, for the parent run's params."""
+    cfg = profile.cfg
+    return json.dumps({**dict(cfg.values), "provenance": dict(cfg.provenance)}, sort_keys=True, default=str)
 
 
 def build_pipeline(profile: Profile):
     """The ``@dsl.pipeline`` function of a checked profile; ``.tasks`` maps its task names to their owners
-    (filled each time the function is compiled or run)."""
+    (filled each time the function is compiled or run); ``.service_account`` is the profile's
+    ``cluster.service_account`` ('' without one), for whoever starts a run of it (a KFP run setting).
+
+    With a ``cluster`` section the pipeline owns its MLflow parent run (``vidpred.parent_run``): ``open-parent-run``
+    comes first and every task nests under the run it returns; ``close-parent-run`` is the exit task of a
+    ``dsl.ExitHandler`` around all of them (in the YAML the root DAG holds ``close-parent-run`` and the handler's
+    group ``exit-handler-1``, displayed as ``reproduce``, whose DAG holds every other task)."""
+    from vidpred.tracking import DEFAULT_EXPERIMENT
+
     make = _Tasks(profile)
-    needs_moso = {t.dataset for t in profile.tracks.values() if "moso_vqvae" in t.stages}
+    experiment = str((profile.cfg.values.get("tracking") or {}).get("experiment") or DEFAULT_EXPERIMENT)
 
     @dsl.pipeline(name=profile.pipeline_name, description=profile.description)
-    def reproduce(tracking_uri: str = "", parent_run_id: str = ""):
+    def reproduce(tracking_uri: str = "", parent_run_id: str = "", refresh_data: bool = False):
         make.owner.clear()
-        run = {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id}
-        data: dict[str, dict] = {}
-        for spec in profile.datasets.values():  # each dataset once: prepare → gate (→ MOSO decomposition)
-            owner = ("dataset", spec.name)
-            prep = make("prepare_data", owner, dataset=spec.dataset, source=spec.source or "", size=spec.size,
-                        crop=spec.crop, clip_len=spec.clip_len, options_json=json.dumps(spec.options, sort_keys=True),
-                        dataset_name=spec.name, **run)
-            store, md5 = prep.outputs["store"], prep.outputs["data_md5"]
-            gate = make("validate_data", owner, store=store, clip_len=spec.validate["clip_len"], data_md5=md5,
-                        test_fraction=spec.validate.get("test_fraction", []),
-                        val_fraction=spec.validate.get("val_fraction", []), dataset_name=spec.name, **run)
-            data[spec.name] = {"store": store, "md5": md5, "gate": gate}
-            if spec.name in needs_moso:
-                moso = make("preprocess_moso", owner, store=store, clip_len=spec.moso["clip_len"],
-                            lower=spec.moso["lower"], upper=spec.moso["upper"], data_md5=md5,
-                            dataset_name=spec.name, **run)
-                data[spec.name]["moso"] = moso.after(gate).outputs["moso"]
-        evaluations = []
-        for track in profile.tracks.values():
-            evaluations += _track_tasks(make, track, data.get(track.dataset), run)
-        if evaluations and profile.report:  # one report of the run, after every evaluation, failed or not
-            make("make_report", ("run", "report"), **run).after(*evaluations).ignore_upstream_failure()
+        if not profile.cluster:
+            _run_tasks(make, {"tracking_uri": tracking_uri, "parent_run_id": parent_run_id}, refresh_data)
+            return
+        common = {"experiment": experiment, "kfp_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                  "tracking_uri": tracking_uri}
+        # never from KFP's cache: each pipeline run has its own parent run
+        close = make("close_parent_run", ("run", "close-parent-run"), **common).set_caching_options(False)
+        with dsl.ExitHandler(close, name="reproduce"):
+            parent = make("open_parent_run", ("run", "open-parent-run"), profile=profile.profile,
+                          config_json=_config_json(profile), parent_run_id=parent_run_id,
+                          **common).set_caching_options(False)
+            _run_tasks(make, {"tracking_uri": tracking_uri, "parent_run_id": parent.output}, refresh_data)
 
     reproduce.tasks = make.owner
+    reproduce.service_account = (profile.cluster or {}).get("service_account", "")
     return reproduce
+
+
+def _run_tasks(make: _Tasks, run: dict, refresh_data: Any = False) -> None:
+    """Every dataset's and track's tasks and the report; ``run``: the tracking inputs every task gets.
+
+    Data preparation pulls a dataset prepared before with the same settings from the DVC remote
+    (``$VIDPRED_DVC_REMOTE``, on a cluster from the ConfigMap) and pushes new ones (``vidpred.data.remote``);
+    ``refresh_data`` (the pipeline parameter ``vidpred schedule`` sets) re-prepares from the source and says
+    whether the data changed since the last preparation. The tracks train either way: a run on unchanged data
+    retrains (``on_unchanged="train"``); skipping training on unchanged data is not wired into the pipeline."""
+    profile = make.profile
+    needs_moso = {t.dataset for t in profile.tracks.values() if "moso_vqvae" in t.stages}
+    data: dict[str, dict] = {}
+    for spec in profile.datasets.values():  # each dataset once: prepare → gate (→ MOSO decomposition)
+        owner = ("dataset", spec.name)
+        prep = make("prepare_data", owner, dataset=spec.dataset, source=spec.source or "", size=spec.size,
+                    crop=spec.crop, clip_len=spec.clip_len, options_json=json.dumps(spec.options, sort_keys=True),
+                    dataset_name=spec.name, refresh=refresh_data, **run)
+        store, md5 = prep.outputs["store"], prep.outputs["data_md5"]
+        gate = make("validate_data", owner, store=store, clip_len=spec.validate["clip_len"], data_md5=md5,
+                    test_fraction=spec.validate.get("test_fraction", []),
+                    val_fraction=spec.validate.get("val_fraction", []), dataset_name=spec.name, **run)
+        data[spec.name] = {"store": store, "md5": md5, "gate": gate}
+        if spec.name in needs_moso:
+            moso = make("preprocess_moso", owner, store=store, clip_len=spec.moso["clip_len"],
+                        lower=spec.moso["lower"], upper=spec.moso["upper"], data_md5=md5,
+                        dataset_name=spec.name, **run)
+            data[spec.name]["moso"] = moso.after(gate).outputs["moso"]
+    evaluations = []
+    for track in profile.tracks.values():
+        evaluations += _track_tasks(make, track, data.get(track.dataset), run)
+    if evaluations and profile.report:  # one report of the run, after every evaluation, failed or not
+        make("make_report", ("run", "report"), **run).after(*evaluations).ignore_upstream_failure()

@@ -43,3 +43,17 @@ def _torch_threads():
     except ImportError:  # pragma: no cover
         pass
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in this process's environment (MLflow 3), which
+    subprocesses (torchrun ranks, kfp.local tasks) of later tests would inherit: put both back after each test."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    import sys
+
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+        if "mlflow" in sys.modules:
+            sys.modules["mlflow"].set_tracking_uri(saved)

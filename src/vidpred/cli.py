@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from vidpred.commands_landmarks import app as landmarks_app
+from vidpred.commands_models import app as models_app
 from vidpred.commands_moso import app as moso_app
 from vidpred.errors import VidpredError
 
@@ -134,6 +135,93 @@ def compile_(
 
     path = compile_pipeline(profile=profile, out=out, overrides=set_ or [], only=split_only(only))
     typer.echo(f"wrote {path}")
+
+
+HostOpt = typer.Option(..., "--host", envvar="KF_PIPELINES_ENDPOINT",
+                       help="Kubeflow Pipelines API URL, e.g. http://localhost:8080 (port-forward) or https://HOST/pipeline.")
+TokenOpt = typer.Option(None, "--token", envvar="KF_PIPELINES_TOKEN", show_envvar=True,
+                        help="Bearer token for the KFP API (else a service-account token file at "
+                             "$KF_PIPELINES_SA_TOKEN_PATH, if set, is used).")
+CookieOpt = typer.Option(None, "--cookie", envvar="KF_PIPELINES_COOKIE", show_envvar=True,
+                         help="Session cookie of a Kubeflow login, e.g. authservice_session=…")
+NamespaceOpt = typer.Option(None, "--namespace", help="Kubeflow profile namespace (multi-user deployments).")
+ParamOpt = typer.Option(None, "--param", help="Run parameter name=value (repeatable; e.g. tracking_uri=…).")
+ExperimentOpt = typer.Option(None, "--experiment", help="KFP experiment, created if new (default: the profile's "
+                                                        "tracking.experiment).")
+
+
+def _auth(token, cookie, namespace):
+    from vidpred.submit import Auth
+
+    return Auth(token=token, cookie=cookie, namespace=namespace)
+
+
+@app.command("submit")
+def submit(
+    profile: str = typer.Option("paper", help="Pipeline profile: configs/<profile>/pipeline.yaml."),
+    host: str = HostOpt,
+    experiment: Optional[str] = ExperimentOpt,
+    wait: bool = typer.Option(False, "--wait", help="Follow the run to its end; exit 0 if it succeeded, 1 if not."),
+    only: Optional[str] = OnlyOpt,
+    set_: Optional[List[str]] = SetOpt,
+    param: Optional[List[str]] = ParamOpt,
+    run_name: Optional[str] = typer.Option(None, "--run-name", help="Run name (default: pipeline name and UTC time)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="KFP execution caching of the uploaded version."),
+    poll: float = typer.Option(15.0, "--poll", min=0.01, help="Seconds between status checks with --wait."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="Stop waiting after this many seconds."),
+    token: Optional[str] = TokenOpt,
+    cookie: Optional[str] = CookieOpt,
+    namespace: Optional[str] = NamespaceOpt,
+):
+    """Compile the profile, upload it to Kubeflow Pipelines (a new version if it exists), start a run, print its URL."""
+    from vidpred.profile import split_only
+    from vidpred.submit import submit as submit_run
+
+    result = submit_run(profile, host, experiment=experiment, overrides=set_ or [], only=split_only(only),
+                        params=param or [], run_name=run_name, wait=wait, poll=poll, timeout=timeout, cache=cache,
+                        auth=_auth(token, cookie, namespace), echo=typer.echo)
+    if result.failure():
+        typer.echo(f"error: {result.failure()}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("schedule")
+def schedule(
+    host: str = HostOpt,
+    profile: str = typer.Option("paper", help="Pipeline profile: configs/<profile>/pipeline.yaml."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="When to run: 5-field crontab ('0 3 * * *', seconds 0 "
+                                       "are added) or KFP's 6-field form, seconds first; UTC."),
+    name: Optional[str] = typer.Option(None, "--name", help="Recurring run name (default <pipeline>-<profile>-retrain); "
+                                       "an existing one of this name is replaced."),
+    list_: bool = typer.Option(False, "--list", help="List the recurring runs."),
+    disable: Optional[str] = typer.Option(None, "--disable", metavar="NAME", help="Disable the recurring run NAME."),
+    experiment: Optional[str] = ExperimentOpt,
+    only: Optional[str] = OnlyOpt,
+    set_: Optional[List[str]] = SetOpt,
+    param: Optional[List[str]] = ParamOpt,
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="KFP execution caching (off: every scheduled run "
+                                                                 "re-prepares its data from the source)."),
+    token: Optional[str] = TokenOpt,
+    cookie: Optional[str] = CookieOpt,
+    namespace: Optional[str] = NamespaceOpt,
+):
+    """Scheduled retraining: a KFP recurring run (no catch-up, one run at a time), or --list / --disable NAME."""
+    from vidpred import submit as kfp_submit
+    from vidpred.profile import split_only
+
+    if sum([cron is not None, list_, disable is not None]) != 1:
+        raise VidpredError("give one of --cron EXPR (with --profile), --list or --disable NAME")
+    auth = _auth(token, cookie, namespace)
+    if list_:
+        found = kfp_submit.list_schedules(host, auth)
+        typer.echo("\n".join(s.describe() for s in found) if found else "no recurring runs")
+    elif disable is not None:
+        for s in kfp_submit.disable_schedule(host, disable, auth):
+            typer.echo(f"disabled recurring run {s.name} (id {s.recurring_run_id})")
+    else:
+        result = kfp_submit.schedule(profile, host, cron, name=name, experiment=experiment, overrides=set_ or [],
+                                     only=split_only(only), params=param or [], cache=cache, auth=auth, echo=typer.echo)
+        typer.echo(result.describe())
 
 
 @app.command("report")
@@ -303,6 +391,7 @@ def weights_fetch(name: str = typer.Argument(..., help="Registry name, e.g. alex
 
 app.add_typer(moso_app, name="moso")
 app.add_typer(landmarks_app, name="landmarks")
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

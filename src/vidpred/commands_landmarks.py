@@ -14,11 +14,19 @@ import typer
 
 app = typer.Typer(no_args_is_help=True, help="Unsupervised landmarks: prediction, interpolation, keypoint evaluation.")
 
-ModelOpt = typer.Option(..., "--model", help="Trained autoencoder (landmarks.pt from `vidpred train landmarks`).")
+ModelOpt = typer.Option(..., "--model", help="Trained autoencoder: landmarks.pt from `vidpred train landmarks`, a "
+                        "folder holding it, or an MLflow URI (models:/vidpred-<track>-landmarks@champion, runs:/…).")
 StoreOpt = typer.Option(..., "--store", help="A clip store (`vidpred data prepare`).")
 VideoOpt = typer.Option(None, "--video", help="Video id in the store (default: the first of --split).")
 SplitOpt = typer.Option("test", "--split", help="Split to take the default video from.")
 OutOpt = typer.Option(..., "--out", help="Output directory (frames/, sequence.gif, grid.png; written atomically).")
+
+
+def _model_file(model: str, name: str) -> Path:
+    """``--model`` / ``--dynamics`` as a local file (MLflow URIs downloaded: vidpred.evaluate.predictors)."""
+    from vidpred.evaluate.predictors import resolve_model_file
+
+    return resolve_model_file(model, name, "landmark model")
 
 
 def _video(store_dir: Path, video: Optional[str], split: str):
@@ -38,8 +46,9 @@ def _video(store_dir: Path, video: Optional[str], split: str):
 
 @app.command("predict")
 def predict_cmd(
-    model: Path = ModelOpt,
-    dynamics: Path = typer.Option(..., "--dynamics", help="Trained LSTM (dynamics.pt from `vidpred train landmark-dynamics`)."),
+    model: str = ModelOpt,
+    dynamics: str = typer.Option(..., "--dynamics", help="Trained LSTM: dynamics.pt from `vidpred train "
+                                 "landmark-dynamics`, a folder holding it, or an MLflow URI (like --model)."),
     store: Path = StoreOpt, video: Optional[str] = VideoOpt, split: str = SplitOpt, out: Path = OutOpt,
     context: int = typer.Option(2, help="Context frames read by the LSTM (paper: 2)."),
     steps: int = typer.Option(98, help="Frames to predict (paper: 98 on BBC Pose, 28 on BAIR)."),
@@ -53,7 +62,7 @@ def predict_cmd(
 
     if context < 1 or steps < 1:
         raise VidpredError(f"--context and --steps must be ≥ 1, got {context} and {steps}")
-    net, lstm = load_autoencoder(model), load_dynamics(dynamics)
+    net, lstm = load_autoencoder(_model_file(model, "landmarks.pt")), load_dynamics(_model_file(dynamics, "dynamics.pt"))
     if lstm.cfg.num_landmarks != net.cfg.num_landmarks:
         raise VidpredError(f"{dynamics} has {lstm.cfg.num_landmarks} landmarks but {model} has {net.cfg.num_landmarks}")
     vid, frames = _video(store, video, split)
@@ -66,7 +75,7 @@ def predict_cmd(
 
 @app.command("interpolate")
 def interpolate_cmd(
-    model: Path = ModelOpt, store: Path = StoreOpt, video: Optional[str] = VideoOpt, split: str = SplitOpt,
+    model: str = ModelOpt, store: Path = StoreOpt, video: Optional[str] = VideoOpt, split: str = SplitOpt,
     out: Path = OutOpt,
     first: int = typer.Option(0, help="Index of the first frame."),
     last: int = typer.Option(-1, help="Index of the last frame (-1: the video's last)."),
@@ -77,7 +86,7 @@ def interpolate_cmd(
     from vidpred.models.landmarks import inference
     from vidpred.train.landmarks import load_autoencoder
 
-    net = load_autoencoder(model)
+    net = load_autoencoder(_model_file(model, "landmarks.pt"))
     vid, frames = _video(store, video, split)
     last = last % len(frames) if -len(frames) <= last < len(frames) else last
     if not (0 <= first < len(frames) and 0 <= last < len(frames)) or first == last:
@@ -93,7 +102,7 @@ def interpolate_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: Path = ModelOpt, store: Path = StoreOpt,
+    model: str = ModelOpt, store: Path = StoreOpt,
     train_split: str = typer.Option("train", help="Split the regression is fitted on."),
     test_split: str = typer.Option("test", help="Held-out split it is scored on."),
     threshold: float = typer.Option(6.0, help="Pixel threshold (paper: 6 px at 128 px)."),
@@ -103,7 +112,7 @@ def evaluate_cmd(
     from vidpred.errors import VidpredError
     from vidpred.train.landmarks import keypoint_eval, load_autoencoder, load_eval_data
 
-    net = load_autoencoder(model)
+    net = load_autoencoder(_model_file(model, "landmarks.pt"))
     data = load_eval_data(store, train_split, test_split, max_frames)
     if data is None:
         raise VidpredError(f"clip store {store} has no 'centers' ground truth in splits {train_split}/{test_split}")

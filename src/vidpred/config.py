@@ -49,8 +49,16 @@ import yaml
 
 from vidpred.errors import VidpredError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "configs"
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parents[1]
+#: True when vidpred runs from its source checkout (editable install, pytest); False when it is installed from
+#: a wheel (the image), where the configs ship inside the package (``vidpred/configs``: in the checkout a
+#: symlink to the top-level ``configs/``, which setuptools copies into the wheel as package data).
+FROM_CHECKOUT = (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "configs").is_dir()
+#: the source checkout (configs/, data.dvc, .git) — or, installed from a wheel, the working directory, where
+#: the user's project (its git repository, data.dvc) is
+REPO_ROOT = _CHECKOUT if FROM_CHECKOUT else Path.cwd()
+CONFIG_DIR = _CHECKOUT / "configs" if FROM_CHECKOUT else _PACKAGE / "configs"
 PROVENANCE_RE = re.compile(r"^(paper|code|assumed|derived|override)\b")
 _MISSING = object()
 

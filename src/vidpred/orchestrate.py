@@ -10,7 +10,7 @@ per-stage MLflow context the components use.
   process; a failure is recorded as the run's ``vidpred.error`` tag, which :func:`run_local` reports).
 
 The pipeline itself (DAG, resources, GPUs) is ``pipelines/reproduce.py``; the components are in
-``components/`` — both at the repository root, which is put on ``sys.path`` when needed. kfp is imported
+``components/`` — top-level packages installed with vidpred (editable or from the wheel). kfp is imported
 lazily (it is slow to import and most commands never need it).
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from vidpred.config import REPO_ROOT, profile_config
+from vidpred.config import profile_config
 from vidpred.errors import VidpredError
 from vidpred.tracking import ERROR_TAG
 
@@ -222,16 +222,14 @@ def run_training_stage(module: str, config: str, overrides: Iterable[str] = (), 
 # ------------------------------------------------------------------------------------------ pipeline
 
 def load_pipeline_module():
-    """``pipelines.reproduce`` (the repository root goes on ``sys.path`` if it is not there)."""
-    root = str(REPO_ROOT)
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    """``pipelines.reproduce``: the top-level ``pipelines`` and ``components`` packages are installed with
+    vidpred (pyproject.toml ``[tool.setuptools.packages.find]``), editable or from the wheel."""
     try:
         from pipelines import reproduce
     except ModuleNotFoundError as exc:
         if exc.name in ("pipelines", "components"):
-            raise VidpredError(f"the pipeline definition ({REPO_ROOT / 'pipelines'}) was not found: "
-                               "run vidpred from a source checkout") from None
+            raise VidpredError(f"the '{exc.name}' package is not installed: reinstall vidpred "
+                               "(`make install`, or `pip install .`)") from None
         raise
     return reproduce
 
@@ -328,6 +326,7 @@ class LocalRunResult:
             for p in paths:
                 lines.append(f"  {task}: {p}")
         lines.append("browse runs:        " + browse_command(self.tracking_uri))
+        lines.append("runs table:         " + runs_view_url(self.tracking_uri, self.experiment_id))
         return "\n".join(lines)
 
 
@@ -336,6 +335,15 @@ def browse_command(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"open {uri}"
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def runs_view_url(uri: str, experiment_id: str) -> str:
+    """The experiment's training-runs table in the MLflow UI (at ``uri``, or ``mlflow ui``'s default address for a
+    local store). MLflow 3.17's UI opens an experiment on its GenAI overview whatever the experiment's
+    ``mlflow.experimentKind`` tag says (the view follows a per-browser "workflow type"), so the link names the runs
+    view and the model-training workflow explicitly."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _use_this_python() -> None:
@@ -453,4 +461,4 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
 
 
 __all__ = ["stage", "StageRun", "stage_env", "run_training_stage", "LaunchedStage", "checkpoint_dir",
-           "compile_pipeline", "run_local", "LocalRunResult", "load_pipeline_module", "browse_command", "tag_dataset_md5s"]
+           "compile_pipeline", "run_local", "LocalRunResult", "load_pipeline_module", "browse_command", "runs_view_url", "tag_dataset_md5s"]

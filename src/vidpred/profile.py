@@ -16,6 +16,8 @@ Top-level keys::
     gpu:        {stages: [TASK, …], type, count, toleration, node_selector}
     checkpoints: LOCATION | {location, pvc}                # optional: persistent checkpoints (see below)
     trainjob:   {runtime, timeout_hours, poll_seconds, namespace}   # optional: multi-node stages (see below)
+    cluster:    {config_map_env, secret_env, volume, service_account, image_pull_secrets, timeout_hours, retry}
+                                                           # optional: how every task runs on Kubernetes (below)
     report:     {enabled}
     provenance: {dotted.key: "paper: … | code: … | assumed: …"}
 
@@ -44,12 +46,20 @@ TRACK::
       landmarks:         {config, overrides, nodes, gpus}
       landmark_dynamics: {config, overrides, nodes, gpus}       # needs landmarks
     evaluate:                  # one mapping or a list of them
-      - {protocol, stage, name, baselines, overrides, device}
+      - {protocol, stage, name, baselines, overrides, device, primary_metric, min_margin}
         # stage: default the track's last evaluated stage; name: default the track's name (names are unique
         # in a profile: they name the MLflow runs evaluate/<name>/<method> and the report's sections)
+    primary_metric: psnr       # promotion (vidpred.registry): the metric a challenger must win on; per track or
+    min_margin: 0.0            # per evaluation (which wins); default psnr if the protocol has it, else its first
+                               # metric, and margin 0 (assumed); a margin ≥ 0 in the metric's unit
 
-TASK names (``resources``, ``gpu.stages``) are the component kinds of :data:`TASK_KINDS`; ``evaluate`` covers
-every evaluation. Track and dataset names are lower-case DNS labels (they become Kubernetes task names).
+The first evaluation of a track's model (its last evaluated stage, a frame-prediction protocol) registers that
+model as a version of ``vidpred-<track>-<method>`` and moves the alias ``champion`` only when it beats the current
+champion on ``primary_metric`` by at least ``min_margin`` (:mod:`vidpred.registry`).
+
+TASK names (``resources``, ``gpu.stages``, ``cluster.timeout_hours``, ``cluster.retry.skip``) are the component
+kinds of :data:`TASK_KINDS`; ``evaluate`` covers every evaluation; ``open_parent_run`` / ``close_parent_run`` are
+the MLflow parent run's first and exit tasks of a profile with ``cluster``. Track and dataset names are lower-case DNS labels (they become Kubernetes task names).
 
 Where a training stage runs (``nodes`` × ``gpus``; the config's batch size is the global batch, split over
 all processes by ``vidpred.train.distributed``)::
@@ -73,6 +83,31 @@ mounts the PersistentVolumeClaim ``NAME`` at ``location`` in every training task
 ``trainjob`` (all optional): ``runtime`` the Trainer ClusterTrainingRuntime (default ``torch-distributed``),
 ``timeout_hours`` (default 168; the job is deleted and the task fails after it), ``poll_seconds`` (default 30),
 ``namespace`` (default: the pipeline pod's).
+
+``cluster`` (optional) is applied to every task at compile time (``pipelines/reproduce.py``, kfp-kubernetes);
+``kfp.local`` ignores it::
+
+    config_map_env: {CONFIGMAP: [KEY, …] | {KEY: ENV}}   # environment from ConfigMaps (a list: same names)
+    secret_env:     {SECRET: {KEY: ENV}}                 # environment from Secrets: references, never values
+    volume:         {pvc: NAME, mount_path: /data}       # a PersistentVolumeClaim mounted in every task
+    service_account: NAME                                # the pods' identity (a run setting in KFP: see below)
+    image_pull_secrets: [NAME, …]
+    timeout_hours:  {default | TASK: H}                  # each pod's activeDeadlineSeconds
+    retry:          {count, backoff_seconds, factor, skip: [TASK, …]}   # set_retry with exponential backoff
+
+Environment variable names are upper case (``[A-Z_][A-Z0-9_]*``); a value where a name belongs is an error, and
+so is a ``pipeline.env`` variable whose name says it holds a credential (``*PASSWORD*``, ``*SECRET*``,
+``*TOKEN*``, ``*ACCESS_KEY*``, …): credentials come from Secrets (errors never echo such values). An environment
+variable is set by one source only. ``checkpoints`` must agree with ``volume``: on the same PVC its location is
+the mount path (the Trainer job pods mount it there too); a checkpoint path without a PVC of its own must be on
+the volume (else a retried pod would not find it); another PVC must not be mounted inside the volume or around
+it. ``retry`` needs ``timeout_hours.default``: Argo stops retrying once ``backoff.maxDuration`` has passed since
+the first attempt, so the pipeline sets it to (count + 1) × the task's timeout + the backoff waits. A multi-node
+stage's task must outlive its Trainer job (its timeout > ``trainjob.timeout_hours``). ``service_account`` has no
+place in a compiled KFP 2.17 pipeline (neither kfp-kubernetes nor the PipelineSpec carries one): it is the run's
+``service_account`` (``kfp.Client().create_run_from_pipeline_package(…, service_account=…)``, the UI's run form),
+which KFP gives every pod of the run. A profile with ``cluster`` also opens its own MLflow parent run in the
+pipeline (``components/run.py``), so stages on a cluster nest under it.
 """
 
 from __future__ import annotations
@@ -85,13 +120,19 @@ from vidpred.errors import VidpredError
 
 TASK_KINDS = ("prepare_data", "validate_data", "preprocess_moso", "train_moso_vqvae", "moso_tokens",
               "train_moso_transformer", "train_corrwise", "toycar_experiment", "train_landmarks",
-              "train_landmark_dynamics", "evaluate", "make_report")
+              "train_landmark_dynamics", "evaluate", "make_report", "open_parent_run", "close_parent_run")
 TOP_KEYS = ("pipeline", "tracking", "default_dataset", "datasets", "tracks", "resources", "gpu", "checkpoints",
-            "trainjob", "report",
+            "trainjob", "cluster", "report",
             "provenance")
+CLUSTER_KEYS = ("config_map_env", "secret_env", "volume", "service_account", "image_pull_secrets", "timeout_hours",
+                "retry")
+RETRY_KEYS = ("count", "backoff_seconds", "factor", "skip")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")  # a key of a ConfigMap's or Secret's data
+CREDENTIAL = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|ACCESS_KEY|API_KEY|PRIVATE_KEY|CREDENTIAL", re.IGNORECASE)
 DATASET_KEYS = ("dataset", "source", "size", "crop", "clip_len", "options", "validate", "moso")
-TRACK_KEYS = ("description", "enabled", "dataset", "stages", "evaluate")
-EVALUATE_KEYS = ("protocol", "stage", "name", "baselines", "overrides", "device")
+TRACK_KEYS = ("description", "enabled", "dataset", "stages", "evaluate", "primary_metric", "min_margin")
+EVALUATE_KEYS = ("protocol", "stage", "name", "baselines", "overrides", "device", "primary_metric", "min_margin")
 RESOURCE_KEYS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
 GPU_KEYS = ("stages", "type", "count", "toleration", "node_selector")
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -151,6 +192,9 @@ class EvaluationSpec:
     baselines: tuple[str, ...]
     overrides: tuple[str, ...]
     device: str
+    promote: bool = False  # registers the track's model and decides champion/challenger (vidpred.registry)
+    primary_metric: str = ""
+    min_margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -179,6 +223,7 @@ class Profile:
     all_datasets: dict[str, DatasetSpec] = field(default_factory=dict)  # every dataset of the file
     checkpoints: dict | None = None  # {location, pvc (or None)}
     trainjob: dict = field(default_factory=dict)  # {runtime, timeout_hours, poll_seconds, namespace}
+    cluster: dict | None = None  # the checked `cluster` section (see the module doc); None: not a cluster profile
 
     def describe(self) -> str:
         lines = [f"profile {self.profile}: {len(self.datasets)} dataset(s), {len(self.tracks)} track(s)"]
@@ -316,7 +361,23 @@ def _stage(c: _Checker, key: str, name: str, raw) -> StageSpec:
     return StageSpec(name, config, overrides, settings, nodes=nodes, gpus=gpus)
 
 
-def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: DatasetSpec | None, raw) -> list:
+def _promotion(c: _Checker, where: str, item: dict, defaults: dict, spec) -> tuple[str, float]:
+    """(primary_metric, min_margin) of an evaluation: its own, else the track's (``defaults``, keyed by their
+    profile key), else psnr (or the protocol's first metric) and 0."""
+    track_key = where.split(".evaluate")[0]
+    own = {k: (f"{where}.{k}", item[k]) for k in ("primary_metric", "min_margin") if k in item}
+    key, metric = own.get("primary_metric") or (f"{track_key}.primary_metric", defaults.get("primary_metric"))
+    if metric is None:
+        metric = "psnr" if "psnr" in spec.metrics else spec.metrics[0]
+    elif not isinstance(metric, str) or metric.split("_first")[0] not in spec.metrics:
+        c.fail(key, f"must be one of protocol {spec.name}'s metrics ({', '.join(spec.metrics)}), got {metric!r}")
+    key, margin = own.get("min_margin") or (f"{track_key}.min_margin", defaults.get("min_margin", 0.0))
+    c.value(key, margin, (int, float), 0)
+    return metric, float(margin)
+
+
+def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: DatasetSpec | None, raw,
+                 defaults: dict | None = None) -> list:
     from vidpred.evaluate.predictors import BASELINES
     from vidpred.evaluate.protocols import get_protocol, known_protocols
 
@@ -346,10 +407,14 @@ def _evaluations(c: _Checker, key: str, track: str, stages: dict, dataset: Datas
         if bad:
             c.fail(f"{where}.baselines", f"has unknown {bad[0]!r} (known: {', '.join(BASELINES)})")
         name = c.name(f"{where}.name", item.get("name", track))
+        promote = stage == evaluated[-1] and spec.kind != "keypoints" and not any(e.promote for e in out)
+        # the track's settings are for the evaluation that promotes (a keypoint evaluation has other metrics)
+        metric, margin = _promotion(c, where, item, (defaults or {}) if promote else {}, spec)
         out.append(EvaluationSpec(name=name, stage=stage, method=STAGES[stage].method, protocol=protocol,
                                   baselines=baselines, overrides=overrides,
                                   device=str(c.value(f"{where}.device", item.get("device"), str, optional=True,
-                                                     default="auto"))))
+                                                     default="auto")),
+                                  promote=promote, primary_metric=metric, min_margin=margin))
     return out
 
 
@@ -377,7 +442,8 @@ def _track(c: _Checker, name: str, raw, datasets: dict[str, DatasetSpec]) -> Tra
                                                     "{clip_len, lower, upper}")
     elif dataset_name is not None:
         c.fail(f"{key}.dataset", "is set, but none of the track's stages reads a dataset")
-    evaluations = _evaluations(c, f"{key}.evaluate", name, stages, dataset, raw["evaluate"]) \
+    evaluations = _evaluations(c, f"{key}.evaluate", name, stages, dataset, raw["evaluate"],
+                               {k: raw[k] for k in ("primary_metric", "min_margin") if k in raw}) \
         if raw.get("evaluate") is not None else []
     return TrackSpec(name=name, dataset=dataset.name if dataset else None,
                      description=str(raw.get("description", "")), stages=stages, evaluations=tuple(evaluations))
@@ -429,6 +495,118 @@ def _trainjob(c: _Checker, raw) -> dict:
     return out
 
 
+def _env_refs(c: _Checker, key: str, raw, what: str) -> dict[str, dict[str, str]]:
+    """``{OBJECT: {KEY: ENV}}`` of ``cluster.config_map_env`` / ``cluster.secret_env`` (a ConfigMap may list its
+    keys, each setting the variable of the same name). A Secret's values are never echoed in an error."""
+    secret = what == "Secret"
+    out: dict[str, dict[str, str]] = {}
+    for name, keys in c.mapping(key, raw, optional=True).items():
+        where = f"{key}.{name}"
+        if not isinstance(name, str) or not K8S_NAME.match(name):
+            c.fail(where, f"must name a {what} (a Kubernetes object name)")
+        if isinstance(keys, list) and not secret:
+            keys = {k: k for k in keys}
+        if not isinstance(keys, dict) or not keys:
+            shown = "a value that is not a mapping (not shown)" if secret else repr(keys)
+            c.fail(where, f"must map the {what}'s keys to environment variable names ({{KEY: ENV_NAME}}), got "
+                          f"{shown}" + ("; a profile references a Secret, it never holds its values" if secret else ""))
+        for data_key, env in keys.items():
+            if not isinstance(data_key, str) or not DATA_KEY.match(data_key):
+                c.fail(f"{where}.{data_key}", f"is not a key of a {what}'s data")
+            if not isinstance(env, str) or not ENV_NAME.match(env):
+                shown = "something else (not shown)" if secret else repr(env)
+                c.fail(f"{where}.{data_key}", f"must be the name of the environment variable it sets (upper case, "
+                                              f"e.g. AWS_SECRET_ACCESS_KEY), got {shown}"
+                       + ("; a secret value never goes in a profile: create the Secret with kubectl "
+                          "(k8s/README.md) and name its key here" if secret else ""))
+        out[name] = dict(keys)
+    return out
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _cluster(c: _Checker, raw, env: dict, checkpoints: dict | None, trainjob: dict,
+             tracks: dict[str, TrackSpec]) -> dict | None:
+    """The checked ``cluster`` section (see the module doc), or None when the profile has none."""
+    if raw is None:
+        return None
+    raw = c.mapping("cluster", raw, CLUSTER_KEYS)
+    out = {"config_map_env": _env_refs(c, "cluster.config_map_env", raw.get("config_map_env"), "ConfigMap"),
+           "secret_env": _env_refs(c, "cluster.secret_env", raw.get("secret_env"), "Secret")}
+    sources: dict[str, str] = {name: "pipeline.env" for name in env}
+    for section in ("config_map_env", "secret_env"):
+        for obj, keys in out[section].items():
+            for env_name in keys.values():
+                if env_name in sources:
+                    c.fail(f"cluster.{section}.{obj}", f"sets {env_name}, which {sources[env_name]} sets too")
+                sources[env_name] = f"cluster.{section}.{obj}"
+    volume = None
+    if raw.get("volume") is not None:
+        volume = c.mapping("cluster.volume", raw["volume"], ("pvc", "mount_path"))
+        pvc, mount = volume.get("pvc"), volume.get("mount_path")
+        if not isinstance(pvc, str) or not K8S_NAME.match(pvc):
+            c.fail("cluster.volume.pvc", f"must name a PersistentVolumeClaim, got {pvc!r}")
+        if not isinstance(mount, str) or not mount.startswith("/") or mount.rstrip("/") == "":
+            c.fail("cluster.volume.mount_path", f"must be an absolute path other than /, got {mount!r}")
+        volume = {"pvc": pvc, "mount_path": mount.rstrip("/")}
+        location = (checkpoints or {}).get("location", "")
+        if checkpoints and checkpoints.get("pvc") == pvc and location != volume["mount_path"]:
+            c.fail("checkpoints.location", f"is {location} but its PVC {pvc} is mounted at "
+                                           f"cluster.volume.mount_path {volume['mount_path']} in every task (and in "
+                                           "Trainer job pods): use that path")
+        if checkpoints and checkpoints.get("pvc") not in (None, pvc) and (
+                _inside(location, volume["mount_path"]) or _inside(volume["mount_path"], location)):
+            c.fail("checkpoints.location", f"{location} (PVC {checkpoints['pvc']}) overlaps cluster.volume.mount_path "
+                                           f"{volume['mount_path']} (PVC {pvc}): mount them at separate paths")
+        if checkpoints and checkpoints.get("pvc") is None and location.startswith("/") and \
+                not _inside(location, volume["mount_path"]):
+            c.fail("checkpoints.location", f"{location} is on no volume, so a retried pod would not find its "
+                                           f"checkpoints: put it under cluster.volume.mount_path "
+                                           f"{volume['mount_path']} or give checkpoints.pvc")
+    out["volume"] = volume
+    account = raw.get("service_account")
+    if account is not None and (not isinstance(account, str) or not K8S_NAME.match(account)):
+        c.fail("cluster.service_account", f"must name a ServiceAccount, got {account!r}")
+    out["service_account"] = account or ""
+    pull = c.strings("cluster.image_pull_secrets", raw.get("image_pull_secrets"))
+    bad = [p for p in pull if not K8S_NAME.match(p)]
+    if bad:
+        c.fail("cluster.image_pull_secrets", f"must list Secret names, got {bad[0]!r}")
+    out["image_pull_secrets"] = list(pull)
+    hours = c.mapping("cluster.timeout_hours", raw.get("timeout_hours"), ("default",) + TASK_KINDS, optional=True)
+    out["timeout_hours"] = {kind: float(c.value(f"cluster.timeout_hours.{kind}", h, (int, float), 0.01))
+                            for kind, h in hours.items()}
+    for track in tracks.values():
+        for name, spec in track.stages.items():
+            kind = STAGES[name].task
+            limit = out["timeout_hours"].get(kind, out["timeout_hours"].get("default"))
+            if spec.nodes > 1 and limit is not None and limit <= trainjob["timeout_hours"]:
+                c.fail(f"cluster.timeout_hours.{kind}", f"is {limit:g} h, but the task of the multi-node stage "
+                                                        f"tracks.{track.name}.stages.{name} follows its Trainer job for "
+                                                        f"up to trainjob.timeout_hours ({trainjob['timeout_hours']:g} h):"
+                                                        " it must be longer")
+    retry = c.mapping("cluster.retry", raw.get("retry"), RETRY_KEYS, optional=True)
+    out["retry"] = None
+    if retry:
+        skip = c.strings("cluster.retry.skip", retry.get("skip"))
+        bad = [s for s in skip if s not in TASK_KINDS]
+        if bad:
+            c.fail("cluster.retry.skip", f"has unknown task {bad[0]!r} (tasks: {', '.join(TASK_KINDS)})")
+        out["retry"] = {
+            "count": c.value("cluster.retry.count", retry.get("count"), int, 0),
+            "backoff_seconds": float(c.value("cluster.retry.backoff_seconds", retry.get("backoff_seconds"),
+                                             (int, float), 0, optional=True, default=60)),
+            "factor": float(c.value("cluster.retry.factor", retry.get("factor"), (int, float), 1, optional=True,
+                                    default=2)),
+            "skip": list(skip)}
+        if out["retry"]["count"] and "default" not in out["timeout_hours"]:
+            c.fail("cluster.retry", "needs cluster.timeout_hours.default: Argo stops retrying once backoff.maxDuration "
+                                    "has passed since the first attempt, and the pipeline derives it from the timeout")
+    return out
+
+
 def _placement(c: _Checker, tracks: dict[str, TrackSpec], gpu: dict, checkpoints: dict | None) -> None:
     """Resolve each training stage's ``gpus`` against ``gpu`` (in place) and check nodes × gpus."""
     from dataclasses import replace
@@ -459,6 +637,10 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
     c.value("pipeline.name", pipeline.get("name"), str)
     c.value("pipeline.base_image", pipeline.get("base_image"), str)
     env = c.mapping("pipeline.env", pipeline.get("env"), optional=True)
+    for name in env:
+        if CREDENTIAL.search(str(name)):  # the value is not echoed
+            c.fail(f"pipeline.env.{name}", "looks like a credential: reference a Secret in cluster.secret_env "
+                                           "instead of writing its value in the profile")
     c.mapping("tracking", values.get("tracking"), ("experiment",), optional=True)
     datasets_raw = c.mapping("datasets", values.get("datasets"))
     datasets = {name: _dataset(c, name, raw) for name, raw in datasets_raw.items()}
@@ -487,6 +669,7 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
     checkpoints = _checkpoints(c, values.get("checkpoints"))
     trainjob = _trainjob(c, values.get("trainjob"))
     _placement(c, tracks, gpu, checkpoints)
+    cluster = _cluster(c, values.get("cluster"), env, checkpoints, trainjob, tracks)
     report = c.mapping("report", values.get("report"), ("enabled",), optional=True)
 
     if only:
@@ -506,7 +689,7 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
                    env={str(k): str(v) for k, v in env.items()},
                    datasets={n: d for n, d in datasets.items() if n in used}, tracks=selected,
                    resources=resources, gpu=gpu, report=bool(report.get("enabled", True)), default_dataset=default,
-                   all_datasets=datasets, checkpoints=checkpoints, trainjob=trainjob)
+                   all_datasets=datasets, checkpoints=checkpoints, trainjob=trainjob, cluster=cluster)
 
 
 def load_profile(profile: str, overrides: Iterable[str] = (), only: Iterable[str] | None = None) -> Profile:

@@ -10,7 +10,16 @@ What a run records
     params = the resolved config flattened to dotted keys (values cut to MLflow's 6000-character limit,
     logged in batches of 100); tags = ``vidpred.git_sha`` (``unknown`` outside a git checkout),
     ``vidpred.data_md5``, ``vidpred.profile``, ``vidpred.stage``; artifacts ``config/resolved.yaml`` and
-    ``config/provenance.json`` (where every number came from).
+    ``config/provenance.json`` (where every number came from). Training stages add MLflow system metrics
+    (:func:`log_system_metrics`) and log through :mod:`vidpred.tracking_buffer` (tracking-server outages survived).
+    Inputs: every store the config names (:data:`STORE_KEYS`) as an ``mlflow.data`` dataset — digest = its DVC
+    md5, context = the split read (:func:`log_store_inputs`). Experiments are created with the tag
+    ``mlflow.experimentKind = custom_model_development``, so MLflow's UI opens them on the training-runs view.
+
+Models
+    A training stage's model is an MLflow 3 LoggedModel of its run (``vidpred.train.loop.StepLogger``) holding the
+    stage's model files (:func:`log_model_files`); ``mlflow_model.json`` beside the files names it
+    (:func:`write_model_pointer`), so the evaluation can register it (``vidpred.registry``).
 
 Stages in other processes
     kfp.local runs every stage in its own subprocess, so :func:`stage_run` takes ``parent_run_id`` (or env
@@ -42,6 +51,12 @@ BATCH = 100  # mlflow.utils.validation.MAX_PARAMS_TAGS_PER_BATCH
 HEALTH_TIMEOUT = 3.0  # seconds
 ERROR_TAG = "vidpred.error"  # a failed stage run's error, one line
 OPENED_RUNS: list[str] = []  # ids of the stage runs this process opened, oldest first
+# The tag MLflow's UI reads to pick an experiment's view (mlflow/server/js: ExperimentKind); without it MLflow 3
+# opens the GenAI overview, with this value the training-runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# config keys naming the stores a stage reads (clip store, MOSO store, token set) → logged as dataset inputs
+STORE_KEYS = ("data.store", "data.moso_store", "data.tokens", "store")
+MODEL_POINTER = "mlflow_model.json"  # written beside a stage's model files: which LoggedModel holds them
 
 
 # ------------------------------------------------------------------------------------------ locations
@@ -199,11 +214,13 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp.experiment_id)
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an older vidpred: mark it; a user's own choice is kept
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     remote = urlparse(uri).scheme in ("http", "https")
     location = None if remote and not os.environ.get("VIDPRED_ARTIFACT_ROOT") else artifact_root()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:  # created concurrently by another stage process
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -227,10 +244,11 @@ def pipeline_run(profile: str, config: Any, data_md5: str | None = None, run_nam
 
 @contextlib.contextmanager
 def stage_run(stage: str, config: Any = None, parent_run_id: str | None = None, data_md5: str | None = None,
-              profile: str | None = None) -> Iterator:
+              profile: str | None = None, system_metrics: bool = False) -> Iterator:
     """Nested run of one stage under ``parent_run_id`` (default: env ``VIDPRED_PARENT_RUN_ID``, else the
     active run in this process, else a top-level run). Works in a different process than the parent.
-    ``data_md5`` defaults to env ``VIDPRED_DATA_MD5``, else the parent's tag."""
+    ``data_md5`` defaults to env ``VIDPRED_DATA_MD5``, else the parent's tag. ``system_metrics`` (training
+    stages): MLflow system metrics, see :func:`log_system_metrics`."""
     import mlflow
 
     parent_run_id = parent_run_id or os.environ.get("VIDPRED_PARENT_RUN_ID") or None
@@ -251,16 +269,33 @@ def stage_run(stage: str, config: Any = None, parent_run_id: str | None = None, 
         experiment_id = ensure_experiment(_experiment_name(config))
     nested = active is not None
     with mlflow.start_run(experiment_id=experiment_id, run_name=_run_name(stage), nested=nested,
-                          parent_run_id=parent_run_id, tags=_tags(profile, data_md5, stage)) as run:
+                          parent_run_id=parent_run_id, tags=_tags(profile, data_md5, stage),
+                          log_system_metrics=log_system_metrics(system_metrics)) as run:
         OPENED_RUNS.append(run.info.run_id)
         try:
             if config is not None:
                 _log_config(mlflow.MlflowClient(), run.info.run_id, config)
+                log_store_inputs(config)
             yield run
         except BaseException as exc:  # the run ends FAILED; its error tag is what `vidpred run` reports
             with contextlib.suppress(Exception):
                 mlflow.MlflowClient().set_tag(run.info.run_id, ERROR_TAG, error_text(exc)[:5000])
             raise
+
+
+def log_system_metrics(wanted: bool) -> bool | None:
+    """``log_system_metrics`` for ``mlflow.start_run``: for a training stage (``wanted``) True unless
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` is false; otherwise None (MLflow's env default, off).
+
+    MLflow's monitor thread then logs ``system/cpu_utilization_percentage``, ``system/system_memory_usage_*``,
+    disk and network, and ``system/gpu_*`` where ``nvidia-ml-py`` finds an NVIDIA GPU (without one it skips the GPU
+    quietly), every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (MLflow's default 10 s: a few hundred
+    points over an hour of training; a stage shorter than one interval records none) averaged over
+    ``MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING`` samples (default 1)."""
+    if not wanted:
+        return None
+    env = os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").strip().lower()
+    return env not in ("false", "0", "no", "off")
 
 
 def record_failure(stage: str, exc: BaseException) -> None:
@@ -273,8 +308,10 @@ def record_failure(stage: str, exc: BaseException) -> None:
 
 # ------------------------------------------------------------------------------------------ logging helpers
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log a dict of scalar metrics at ``step`` to the active run (non-finite values are rejected)."""
+def log_metrics(metrics: Mapping[str, float], step: int | None = None, model_id: str | None = None,
+                dataset=None) -> None:
+    """Log a dict of scalar metrics at ``step`` to the active run (non-finite values are rejected); with
+    ``model_id`` / ``dataset`` (an ``mlflow.data`` dataset) they are also the LoggedModel's metrics on that data."""
     import math
 
     import mlflow
@@ -285,7 +322,7 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         if not math.isfinite(value):
             raise VidpredError(f"metric '{key}' is {value}: refusing to log a non-finite value")
         clean[key] = value
-    mlflow.log_metrics(clean, step=step)
+    mlflow.log_metrics(clean, step=step, model_id=model_id, dataset=dataset)
 
 
 def _to_uint8_image(image) -> "Any":
@@ -341,5 +378,208 @@ def _log_bytes(data: bytes, artifact_file: str) -> None:
         mlflow.log_artifact(str(local), artifact_path=str(path.parent) if str(path.parent) != "." else None)
 
 
+# ------------------------------------------------------------------------------------------ datasets and models
+
+_STORE_KINDS = (("clips", "store.json"), ("moso", "moso.json"), ("tokens", "tokens.json"))
+_DATASETS: dict[tuple, Any] = {}  # (path, mtimes) → dataset: a store is hashed once per process
+LOGGED_DATASETS: dict[str, list] = {}  # run id → the datasets logged as its inputs (this process)
+_StoreDataset = None
+
+
+def _dataset_class():
+    """``mlflow.data.meta_dataset.MetaDataset`` plus a profile (MetaDataset has none): metadata only, the
+    shards are never read or copied."""
+    global _StoreDataset
+    if _StoreDataset is None:
+        from mlflow.data.meta_dataset import MetaDataset
+
+        class StoreDataset(MetaDataset):
+            def __init__(self, source, name, digest, schema, profile):
+                self._profile = profile
+                super().__init__(source, name=name, digest=digest, schema=schema)
+
+            @property
+            def profile(self):
+                return self._profile
+
+            def to_dict(self):
+                out = super().to_dict()
+                out["profile"] = json.dumps(self._profile, sort_keys=True)
+                return out
+
+        _StoreDataset = StoreDataset
+    return _StoreDataset
+
+
+def _store_name(kind: str, meta: dict, root: Path) -> str:
+    """``shapes-64x64`` (clip store), ``shapes-64x64-moso`` (its MOSO store), ``shapes-64x64-moso-tokens``."""
+    if kind == "tokens":
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            moso_dir = Path(meta.get("moso_store", ""))
+            return _store_name("moso", json.loads((moso_dir / "moso.json").read_text()), moso_dir) + "-tokens"
+        return "moso-tokens"
+    if kind == "moso":
+        src = meta.get("source_meta") or {}
+        h = meta.get("height")
+        return f"{src.get('dataset', root.name)}-{h}x{meta.get('width', h)}-moso"
+    h, w = (meta.get("frame_shape") or [meta.get("size"), meta.get("size")])[:2]
+    return f"{meta.get('dataset', root.name)}-{h}x{w}"
+
+
+def store_dataset(path: str | Path):
+    """The clip store (or MOSO store / token set) at ``path`` as an ``mlflow.data`` dataset: name from its
+    metadata, source = its ``file://`` URI, digest = its DVC md5 (``vidpred.data.versioning.dir_md5``), schema =
+    the manifest's columns, profile = rows, split counts, frame shape, clip length. None if ``path`` is not a store."""
+    import warnings
+
+    root = Path(path).expanduser()
+    found = next(((k, root / f) for k, f in _STORE_KINDS if (root / f).is_file()), None)
+    manifest = root / "manifest.parquet"
+    if found is None or not manifest.is_file():
+        return None
+    kind, meta_path = found
+    key = (str(root.resolve()), meta_path.stat().st_mtime_ns, manifest.stat().st_mtime_ns)
+    if key in _DATASETS:
+        return _DATASETS[key]
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.models import infer_signature
+
+    from vidpred.data.versioning import dir_md5
+
+    meta = json.loads(meta_path.read_text())
+    table = pd.read_parquet(manifest)
+    profile = {"kind": kind, "format": meta.get("format"), "rows": int(len(table)),
+               "splits": {str(k): int(v) for k, v in table["split"].value_counts().sort_index().items()}
+               if "split" in table else {},
+               "clip_len": meta.get("clip_len"), "frame_shape": meta.get("frame_shape")
+               or [meta.get("height"), meta.get("width", meta.get("height"))]}
+    with warnings.catch_warnings():  # integer-column hints, "source can be interpreted in multiple ways"
+        warnings.simplefilter("ignore")
+        schema = infer_signature(table).inputs
+        source = resolve_dataset_source(root.resolve().as_uri())
+    dataset = _dataset_class()(source, _store_name(kind, meta, root), dir_md5(root), schema, profile)
+    _DATASETS[key] = dataset
+    return dataset
+
+
+def _lookup(values: Mapping, dotted: str):
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def log_store_inputs(config: Any) -> list:
+    """Log every store the stage's ``config`` names (:data:`STORE_KEYS`) as a dataset input of the active run,
+    with its split as the context (``data.split``, an evaluation's ``protocol.split``, default ``train``)."""
+    import mlflow
+
+    values, _ = _config_parts(config)
+    split = str(_lookup(values, "data.split") or _lookup(values, "protocol.split") or "train")
+    logged = []
+    for key in STORE_KEYS:
+        path = _lookup(values, key)
+        dataset = store_dataset(path) if isinstance(path, str) and path else None
+        if dataset is not None:
+            mlflow.log_input(dataset, context=split)
+            logged.append(dataset)
+    run = mlflow.active_run()
+    if run is not None and logged:
+        LOGGED_DATASETS.setdefault(run.info.run_id, []).extend(logged)
+    return logged
+
+
+def model_tags() -> dict[str, str]:
+    """Tags of a LoggedModel made in the active run: its stage, track and data md5 (from the run's tags)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags if run is not None else {}
+    return {k: tags[k] for k in ("vidpred.stage", "vidpred.track", "vidpred.data_md5") if k in tags}
+
+
+def write_model_pointer(out_dir: str | Path, model_id: str, run_id: str) -> Path:
+    """``<out_dir>/mlflow_model.json``: the LoggedModel (and run) that holds the model files of ``out_dir``, so the
+    evaluation stage, which gets only the folder, can register and link that model."""
+    from vidpred.fsutil import atomic_file
+
+    path = Path(out_dir) / MODEL_POINTER
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"model_id": model_id, "model_uri": f"models:/{model_id}", "run_id": run_id, "tracking_uri": tracking_uri()}
+    with atomic_file(path) as fh:
+        fh.write(json.dumps(doc, indent=1).encode())
+    return path
+
+
+def read_model_pointer(model_dir: str | Path) -> dict | None:
+    """The :func:`write_model_pointer` document of a model folder (or of the folder holding a model file)."""
+    root = Path(model_dir)
+    path = (root if root.is_dir() else root.parent) / MODEL_POINTER
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise VidpredError(f"{path} is not valid JSON") from None
+    if not isinstance(doc, dict) or not doc.get("model_id"):
+        raise VidpredError(f"{path} names no model_id")
+    return doc
+
+
+def logged_model_id(model: str | Path) -> str | None:
+    """The LoggedModel id behind ``--model``: a model folder's pointer file, ``models:/<model id>``,
+    ``models:/<name>/<version>`` or ``models:/<name>@<alias>``; None when there is none (a plain file, runs:/…)."""
+    text = str(model)
+    if text.startswith("models:/"):
+        import mlflow
+
+        ref = text[len("models:/"):].strip("/")
+        if ref.startswith("m-") and "/" not in ref and "@" not in ref:
+            return ref
+        with contextlib.suppress(Exception):
+            client = mlflow.MlflowClient(tracking_uri(), registry_uri=tracking_uri())
+            if "@" in ref:
+                name, alias = ref.rsplit("@", 1)
+                return client.get_model_version_by_alias(name, alias).model_id
+            name, version = ref.rsplit("/", 1)
+            return client.get_model_version(name, version).model_id
+        return None
+    if ":/" in text:
+        return None
+    path = Path(text).expanduser()
+    doc = read_model_pointer(path) if path.exists() else None
+    return doc["model_id"] if doc else None
+
+
+def log_model_files(paths, model_id: str | None = None, name: str = "model") -> str:
+    """Put model files into LoggedModel ``model_id`` (a new one named ``name`` of the active run when None:
+    ``mlflow.initialize_logged_model`` → artifacts → READY); return its id. ``models:/<id>`` (and
+    ``runs:/<run>/<name>``) then downloads a folder ``vidpred evaluate --model`` loads."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    created = model_id is None
+    if created:
+        run = mlflow.active_run()
+        model_id = mlflow.initialize_logged_model(name=name, source_run_id=run.info.run_id if run else None,
+                                                  tags=model_tags(), model_type="vidpred").model_id
+    try:
+        for path in paths:
+            client.log_model_artifact(model_id, str(path))
+    except BaseException:
+        if created:
+            with contextlib.suppress(Exception):
+                mlflow.finalize_logged_model(model_id, "FAILED")
+        raise
+    if created:
+        mlflow.finalize_logged_model(model_id, "READY")
+    return model_id
+
+
 __all__ = ["project_dir", "tracking_uri", "artifact_root", "preflight", "git_sha", "flatten_params",
-           "ensure_experiment", "pipeline_run", "stage_run", "log_metrics", "log_image", "log_gif"]
+           "ensure_experiment", "pipeline_run", "stage_run", "log_metrics", "log_image", "log_gif", "store_dataset",
+           "log_store_inputs", "log_model_files", "write_model_pointer", "read_model_pointer", "model_tags",
+           "logged_model_id"]

@@ -71,6 +71,18 @@ def executors(spec):
     return spec["deploymentSpec"]["executors"]
 
 
+def dag_tasks(spec) -> dict:
+    """The stage tasks of a compiled pipeline: the root DAG's, with the exit handler's group (a profile with a
+    `cluster:` section, tests/pipeline/test_cluster.py) replaced by its tasks, without the parent-run tasks."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for name, task in list(tasks.items()):
+        component = spec["components"][task["componentRef"]["name"]]
+        if "dag" in component:
+            del tasks[name]
+            tasks.update(component["dag"]["tasks"])
+    return {n: t for n, t in tasks.items() if n not in ("open-parent-run", "close-parent-run")}
+
+
 def constants(task) -> dict:
     return {k: v["runtimeValue"]["constant"] for k, v in task["inputs"].get("parameters", {}).items()
             if "runtimeValue" in v}
@@ -104,7 +116,7 @@ def test_cli_compile_paper_writes_resources_per_task(tmp_path):
     assert str(out) in res.stdout
     spec, _ = load_docs(out)
     assert spec["pipelineInfo"]["name"] == "vidpred-reproduce"
-    assert set(spec["root"]["dag"]["tasks"]) == PAPER_TASKS
+    assert set(dag_tasks(spec)) == PAPER_TASKS
     ex = executors(spec)
     expected = {  # configs/paper/pipeline.yaml resources.<kind>
         "prepare-data": ("4", "8", "8G", "16G"),
@@ -132,7 +144,7 @@ def test_cli_compile_paper_writes_resources_per_task(tmp_path):
 
 def test_paper_profile_prepares_and_gates_each_dataset_once(paper):
     spec, _ = paper
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     prepared = {name.removesuffix("-prepare-data"): constants(task) for name, task in dag.items()
                 if name.endswith("-prepare-data")}
     assert set(prepared) == set(PAPER_DATASETS)  # KTH, BAIR, KITTI (two geometries) and BBC Pose: one task each
@@ -150,13 +162,13 @@ def test_paper_profile_prepares_and_gates_each_dataset_once(paper):
 
 def test_paper_profile_trains_each_track_on_its_own_datasets_store(paper):
     spec, _ = paper
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     for track, dataset in PAPER_TRACKS.items():
         for name in track_tasks(track):
             task = dag[name]
             artifacts = set(task["inputs"].get("artifacts", {}))
-            if dataset is None:  # the toy car reads no dataset and waits for nothing
-                assert not artifacts and not task.get("dependentTasks"), name
+            if dataset is None:  # the toy car reads no dataset and waits for nothing (but the MLflow parent run)
+                assert not artifacts and not set(task.get("dependentTasks", [])) - {"open-parent-run"}, name
                 continue
             for artifact in artifacts & {"store", "moso", "tokens"}:
                 assert source_dataset(dag, name, artifact) == dataset, (name, artifact)
@@ -172,7 +184,7 @@ def test_paper_profile_trains_each_track_on_its_own_datasets_store(paper):
 
 def test_paper_profile_settings_reach_the_tasks(paper):
     spec, _ = paper
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     kth = constants(dag["kth-prepare-data"])
     assert (kth["size"], kth["clip_len"]) == ("64", 20)
     assert yaml.safe_load(kth["options_json"]) == {"train_persons": "1-15", "val_persons": "16", "test_persons": "17-25"}
@@ -193,12 +205,16 @@ def test_paper_profile_settings_reach_the_tasks(paper):
     assert {t: (c["loss"], c["mode"]) for t, c in toy.items()} == {
         "toycar-pixelwise": ("l1", "pixelwise"), "toycar-corrwise": ("l1", "corrwise")}
     # the per-run values stay pipeline parameters
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"tracking_uri", "parent_run_id"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"tracking_uri", "parent_run_id", "refresh_data"}
+    # data preparation gets the refresh flag (vidpred schedule sets it: re-prepare from the source, compare md5s)
+    for name in ("kth", "bair", "kitti-64", "kitti-256x512", "bbcpose"):
+        param = dag[f"{name}-prepare-data"]["inputs"]["parameters"]["refresh"]["componentInputParameter"]
+        assert param in ("refresh_data", "pipelinechannel--refresh_data")  # (inside the exit handler's group)
 
 
 def test_paper_profile_evaluates_every_track_evaluation_and_reports_after_all(paper):
     spec, _ = paper
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     evals = {name for name in dag if name.startswith("evaluate-")}
     assert evals == set(PAPER_EVALUATIONS)
     for name, (track, model_task, protocol, method) in PAPER_EVALUATIONS.items():
@@ -210,7 +226,7 @@ def test_paper_profile_evaluates_every_track_evaluation_and_reports_after_all(pa
         assert source_dataset(dag, name, "store") == PAPER_TRACKS[track], name  # scored on its track's dataset
     assert constants(dag["evaluate-moso-kth"])["baselines"] == ["copy-last", "linear"]
     assert constants(dag["evaluate-landmarks-bbcpose-keypoints"])["baselines"] == []
-    assert set(dag["make-report"]["dependentTasks"]) == evals
+    assert set(dag["make-report"]["dependentTasks"]) - {"open-parent-run"} == evals
     assert "accelerator" not in executors(spec)["exec-make-report"]["container"]["resources"]
 
 
@@ -218,7 +234,8 @@ def test_paper_profile_schedules_training_and_evaluation_on_a_gpu_node(paper):
     spec, platform = paper
     ex = executors(spec)
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert set(k8s) == {f"exec-{t}" for t in GPU_TASKS}  # tolerations/node selectors only where a GPU is asked for
+    # tolerations/node selectors only where a GPU is asked for
+    assert {n for n, e in k8s.items() if "tolerations" in e or "nodeSelector" in e} == {f"exec-{t}" for t in GPU_TASKS}
     for task in PAPER_TASKS:
         resources = ex[f"exec-{task}"]["container"]["resources"]
         if task not in GPU_TASKS:  # data stages, the toy car and the report stay on CPU nodes
@@ -239,19 +256,19 @@ def test_only_moso_kth_compiles_that_track_and_its_dataset(tmp_path):
     res = cli("compile", "--profile", "paper", "--only", "moso-kth", "--out", str(out))
     assert res.returncode == 0, res.stderr
     spec, _ = load_docs(out)
-    assert set(spec["root"]["dag"]["tasks"]) == {
+    assert set(dag_tasks(spec)) == {
         "kth-prepare-data", "kth-validate-data", "kth-preprocess-moso", "moso-kth-train-moso-vqvae",
         "moso-kth-moso-tokens", "moso-kth-train-moso-transformer", "evaluate-moso-kth", "make-report"}
 
 
 def test_only_tracks_sharing_a_dataset_prepare_it_once(tmp_path):
     spec, _ = load_docs(compile_pipeline("paper", tmp_path / "kth.yaml", only=["landmarks-kth", "moso-kth"]))
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     assert [n for n in dag if n.endswith("-prepare-data")] == ["kth-prepare-data"]
     assert source_dataset(dag, "landmarks-kth-train-landmarks", "store") == "kth"
     assert source_dataset(dag, "moso-kth-train-moso-vqvae", "moso") == "kth"
     spec, _ = load_docs(compile_pipeline("paper", tmp_path / "toy.yaml", only=["toycar-corrwise"]))
-    assert set(spec["root"]["dag"]["tasks"]) == {"toycar-corrwise-toycar-experiment"}  # no dataset, no evaluation
+    assert set(dag_tasks(spec)) == {"toycar-corrwise-toycar-experiment"}  # no dataset, no evaluation
 
 
 def test_cli_only_with_an_unknown_track_exits_2_with_one_line(tmp_path):
@@ -265,8 +282,8 @@ def test_cli_only_with_an_unknown_track_exits_2_with_one_line(tmp_path):
 
 def test_cpu_profile_compiles_with_the_paper_track_names(tmp_path, paper):
     spec, platform = load_docs(compile_pipeline("cpu", tmp_path / "cpu.yaml"))
-    dag = spec["root"]["dag"]["tasks"]
-    paper_dag = paper[0]["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
+    paper_dag = dag_tasks(paper[0])
     # every track task and every evaluation has the paper profile's name; only the datasets differ
     assert {n for n in dag if not n.startswith("shapes-")} == \
         {n for n in paper_dag if not any(n.startswith(f"{d}-") for d in PAPER_DATASETS)}
@@ -369,7 +386,7 @@ TRAINING_TASKS = {t for t in PAPER_TASKS if "-train-" in t}
 
 def test_paper_training_tasks_request_their_gpus_and_run_that_many_processes(paper):
     spec, platform = paper
-    dag, ex = spec["root"]["dag"]["tasks"], executors(spec)
+    dag, ex = dag_tasks(spec), executors(spec)
     for task in TRAINING_TASKS:
         gpus = PAPER_GPUS[task]
         params = constants(dag[task])
@@ -389,7 +406,7 @@ def test_nproc_is_a_torchrun_launch_with_nproc_per_node(paper, monkeypatch, tmp_
     import vidpred.train.distributed as dist
     from vidpred.orchestrate import run_training_stage
 
-    params = constants(paper[0]["root"]["dag"]["tasks"]["moso-kth-train-moso-vqvae"])
+    params = constants(dag_tasks(paper[0])["moso-kth-train-moso-vqvae"])
     calls = []
 
     def record(stage, config, overrides=(), nproc=1, *args, **kwargs):
@@ -406,7 +423,7 @@ def test_nproc_is_a_torchrun_launch_with_nproc_per_node(paper, monkeypatch, tmp_
     text = " ".join(cmd)
     assert "train moso-vqvae --config paper/moso-vqvae-kth64" in text
     assert f"--set data.moso_store=/data/moso --set train.out_dir={out}" in text
-    assert "--set train.ckpt_dir=/mnt/checkpoints/r-1/moso-kth/moso_vqvae" in text
+    assert "--set train.ckpt_dir=/data/r-1/moso-kth/moso_vqvae" in text
 
 
 def test_multi_node_stage_compiles_a_task_that_creates_a_trainjob(tmp_path):
@@ -416,12 +433,12 @@ def test_multi_node_stage_compiles_a_task_that_creates_a_trainjob(tmp_path):
 
     spec, platform = load_docs(compile_pipeline("paper", tmp_path / "multi.yaml", [
         "tracks.moso-kth.stages.moso_vqvae.nodes=2", "trainjob.timeout_hours=48"], only=["moso-kth"]))
-    dag, ex = spec["root"]["dag"]["tasks"], executors(spec)
+    dag, ex = dag_tasks(spec), executors(spec)
     task = "moso-kth-train-moso-vqvae"
     params = constants(dag[task])
     settings = TrainJobSettings.from_json(params["trainjob"])
     assert (settings.nodes, settings.gpus, settings.image) == (2, 4, "vidpred:0.1.0")
-    assert (settings.pvc, settings.mount_path, settings.timeout_s) == ("vidpred-pipeline-data", "/mnt/checkpoints",
+    assert (settings.pvc, settings.mount_path, settings.timeout_s) == ("vidpred-pipeline-data", "/data",
                                                                        48 * 3600)
     assert settings.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     # the task only creates and follows the job: default resources, no GPU, no GPU node, but the shared volume
@@ -431,7 +448,7 @@ def test_multi_node_stage_compiles_a_task_that_creates_a_trainjob(tmp_path):
     assert settings.resources["cpu_request"] == "8"  # resources.train_moso_vqvae: for each pod of the job
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert "tolerations" not in k8s[f"exec-{task}"] and "nodeSelector" not in k8s[f"exec-{task}"]
-    assert k8s[f"exec-{task}"]["pvcMount"][0]["mountPath"] == "/mnt/checkpoints"
+    assert k8s[f"exec-{task}"]["pvcMount"][0]["mountPath"] == "/data"
     # the single-node stage of the same track is unchanged
     assert "trainjob" not in constants(dag["moso-kth-train-moso-transformer"])
     assert ex["exec-moso-kth-train-moso-transformer"]["container"]["resources"]["accelerator"]["resourceCount"] == "4"
@@ -450,23 +467,24 @@ def test_checkpoint_dir_with_the_run_id_reaches_every_training_task(paper):
     from kfp import dsl
 
     spec, platform = paper
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for task in PAPER_TASKS:
         params = constants(dag[task])
+        # the paper profile's cluster volume is the checkpoints PVC: one mount at the location, in every task
+        [mount] = k8s[f"exec-{task}"]["pvcMount"]
+        assert (mount["mountPath"], mount["constant"]) == ("/data", "vidpred-pipeline-data"), task
         if task not in TRAINING_TASKS:
-            assert "run_id" not in params and "pvcMount" not in k8s.get(f"exec-{task}", {}), task
+            assert "run_id" not in params, task
             continue
-        assert params["checkpoints"] == "/mnt/checkpoints", task
+        assert params["checkpoints"] == "/data", task
         # the whole value: the KFP driver substitutes a placeholder only then
         assert params["run_id"] == dsl.PIPELINE_JOB_ID_PLACEHOLDER == "{{$.pipeline_job_uuid}}", task
-        [mount] = k8s[f"exec-{task}"]["pvcMount"]
-        assert (mount["mountPath"], mount["constant"]) == ("/mnt/checkpoints", "vidpred-pipeline-data"), task
 
 
 def test_cpu_profile_training_runs_in_process_without_checkpoint_location(tmp_path):
     spec, platform = load_docs(compile_pipeline("cpu", tmp_path / "cpu.yaml", only=["moso-kth", "landmarks-kth"]))
-    dag = spec["root"]["dag"]["tasks"]
+    dag = dag_tasks(spec)
     trained = [n for n in dag if "-train-" in n]
     assert len(trained) == 4
     for name in trained:

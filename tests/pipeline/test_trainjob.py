@@ -157,7 +157,7 @@ def test_settings_for_a_paper_stage_on_two_nodes():
     s = settings_for(profile, "train_moso_vqvae", stage)
     assert (s.nodes, s.gpus, s.nproc) == (2, 4, 4)  # MOSO §4: 4 GPUs per node
     assert (s.image, s.runtime) == ("vidpred:0.1.0", "torch-distributed")
-    assert (s.pvc, s.mount_path) == ("vidpred-pipeline-data", "/mnt/checkpoints")
+    assert (s.pvc, s.mount_path) == ("vidpred-pipeline-data", "/data")  # where every task of the profile mounts it
     # resources.train_moso_vqvae: for each pod of the job
     assert s.resources == {"cpu_request": "8", "cpu_limit": "16", "memory_request": "32G", "memory_limit": "64G"}
     assert s.tolerations == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]

@@ -7,7 +7,10 @@ md5 is the ``vidpred.data_md5`` tag of every MLflow run that used the data.
 * :func:`dir_md5` computes the md5 with DVC's own hashing (``dvc_data``), so it equals what ``dvc add``
   writes into a ``.dvc`` file, without needing a DVC repository or touching a cache.
 * :func:`track`, :func:`push`, :func:`pull` drive DVC's Python API (``dvc.repo.Repo``) in-process.
-* :func:`init_repo` runs ``dvc init`` and records a default local-directory remote.
+* :func:`init_repo` runs ``dvc init`` and records a default remote: a local directory, or an S3-compatible
+  store (``s3://bucket/prefix`` + endpoint, e.g. MinIO; needs the ``dvc-s3`` plugin, a dependency).
+* Shared prepared datasets keyed by their settings (pull instead of prepare, scheduled refresh):
+  ``vidpred.data.remote``.
 * :func:`prepare_default` / :func:`version_default`: the default dataset (the smoke profile's
   ``default_dataset``) prepared, tracked as ``data.dvc`` and pushed.
 
@@ -79,19 +82,30 @@ def _repo(repo_root: str | Path) -> Iterator:
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
+    errors: tuple[type[BaseException], ...] = (DvcException, OSError)  # OSError: a remote's access errors
+    with contextlib.suppress(ImportError):
+        from botocore.exceptions import BotoCoreError  # e.g. no S3 credentials at all
+
+        errors += (BotoCoreError,)
     root = Path(repo_root).resolve()
     try:
         with Repo(str(root)) as repo:
             yield repo
-    except DvcException as exc:
+    except errors as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
+        cause = exc.__cause__
+        if isinstance(exc, OSError) and cause is not None and str(cause) not in msg:
+            msg = f"{msg} ({' '.join(str(cause).split())})"
         raise VidpredError(f"dvc in {root}: {msg}") from None
 
 
 def init_repo(repo_root: str | Path, remote_dir: str | Path | None = None, remote_name: str = DEFAULT_REMOTE,
-              no_scm: bool = False) -> Path:
+              no_scm: bool = False, endpoint_url: str = "") -> Path:
     """``dvc init`` in ``repo_root`` (a git checkout unless ``no_scm``) and, if given, record ``remote_dir``
-    as the default remote (stored relative to ``.dvc/`` when it is inside the repository)."""
+    as the default remote: a directory (stored relative to ``.dvc/`` when it is inside the repository) or an
+    ``s3://bucket/prefix`` URL with, for MinIO and other S3-compatible stores, ``endpoint_url``. Credentials
+    are never written: the S3 client reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or use
+    ``dvc remote modify --local``, which keeps them in the git-ignored ``.dvc/config.local``)."""
     dvc_env()
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
@@ -101,12 +115,17 @@ def init_repo(repo_root: str | Path, remote_dir: str | Path | None = None, remot
         if not (root / ".dvc").is_dir():
             Repo.init(str(root), no_scm=no_scm)
         if remote_dir is not None:
-            remote = Path(remote_dir).resolve()
-            # DVC reads a relative url as relative to the cwd and stores it relative to .dvc/config, so a
-            # remote inside the repository stays relative (the checkout can move); others stay absolute
-            url = os.path.relpath(remote, Path.cwd()) if remote.is_relative_to(root) else str(remote)
+            if "://" in str(remote_dir):
+                from vidpred.data.remote import Remote
+
+                section = Remote.resolve(str(remote_dir), endpoint_url).dvc_config()
+            else:
+                remote = Path(remote_dir).resolve()
+                # DVC reads a relative url as relative to the cwd and stores it relative to .dvc/config, so a
+                # remote inside the repository stays relative (the checkout can move); others stay absolute
+                section = {"url": os.path.relpath(remote, Path.cwd()) if remote.is_relative_to(root) else str(remote)}
             with Repo(str(root)) as repo, repo.config.edit() as conf:
-                conf["remote"][remote_name] = {"url": url}
+                conf["remote"][remote_name] = section
                 conf["core"]["remote"] = remote_name
     except DvcException as exc:
         raise VidpredError(f"dvc init in {root}: {' '.join(str(exc).split())}") from None

@@ -310,7 +310,15 @@ def log_evaluation(summary: dict, out_dir: Path, parent_run_id: str | None = Non
             headline[metric] = m["mean"]
             if m.get("ci95"):
                 headline[f"{metric}_ci_low"], headline[f"{metric}_ci_high"] = m["ci95"]
-        tracking.log_metrics({k: v for k, v in headline.items() if _finite(v) is not None})
+        # the headline metrics are also the evaluated LoggedModel's metrics on this store (MLflow's model page)
+        model_id = tracking.logged_model_id(summary["model"]) if summary["model"] else None
+        datasets = tracking.LOGGED_DATASETS.get(run.info.run_id) or [None]
+        if model_id:
+            from mlflow.entities import LoggedModelInput
+
+            mlflow.log_input(model=LoggedModelInput(model_id))
+        tracking.log_metrics({k: v for k, v in headline.items() if _finite(v) is not None}, model_id=model_id,
+                             dataset=datasets[0])
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -330,6 +338,7 @@ class EvalResult:
     out_dir: Path
     summary: dict
     run_id: str | None = None
+    promotion: object | None = None  # vidpred.registry.Decision of the track's model, when it was registered
 
     def describe(self) -> str:
         s = self.summary
@@ -346,6 +355,8 @@ class EvalResult:
         for name, reason in s["unavailable"].items():
             lines.append(f"  {name:18s} not computed ({reason})")
         lines.append(f"  outputs: {self.out_dir}" + (f"; MLflow run {self.run_id}" if self.run_id else ""))
+        if self.promotion is not None:
+            lines.append(f"  registry: {self.promotion.describe()}")
         return "\n".join(lines)
 
 
@@ -359,10 +370,14 @@ def _data_md5() -> str | None:
 def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tuple[str, str | None]], out_root,
                    *, required_metrics: Iterable[str] = (), device: str = "cpu", batch_size: int = 8,
                    log_mlflow: bool = False, parent_run_id: str | None = None, progress: bool = True,
-                   method_options: dict | None = None, flat: bool = False) -> list[EvalResult]:
+                   method_options: dict | None = None, flat: bool = False, promotion=None) -> list[EvalResult]:
     """Every ``(method, model)`` of a track on the protocol's clips; one output folder per method under
     ``out_root`` (``out_root/<method>``, or ``out_root`` itself for a single method with ``flat``); per-frame
-    plots show all methods of the track on one axis."""
+    plots show all methods of the track on one axis.
+
+    ``promotion`` (a :class:`vidpred.registry.PromotionSpec`): the model of ``promotion.method`` is registered and
+    compared with the track's champion, which is scored again here on the same clips
+    (:func:`vidpred.registry.promote_evaluated`); needs ``log_mlflow``."""
     from vidpred.data.store import open_store
 
     from vidpred.evaluate.predictors import resolve_device
@@ -376,6 +391,14 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
     def out_dir_for(method: str) -> Path:
         return out_root if flat else out_root / method
 
+    if promotion is not None:
+        if not log_mlflow or protocol.kind == "keypoints":
+            raise VidpredError(f"registering {promotion.name} needs an MLflow-logged frame-prediction evaluation")
+        if promotion.primary_metric.split("_first")[0] not in protocol.metrics:
+            raise VidpredError(f"primary metric {promotion.primary_metric} is not among protocol {protocol.name}'s "
+                               f"metrics ({', '.join(protocol.metrics)})")
+        if not any(m == promotion.method and model for m, model in methods):
+            raise VidpredError(f"registering {promotion.name}: no {promotion.method} model among the evaluated methods")
     if protocol.kind == "keypoints":
         from vidpred.evaluate.keypoints import evaluate_keypoints_protocol
 
@@ -408,6 +431,20 @@ def evaluate_track(store_dir, track: str, protocol: Protocol, methods: list[tupl
             out_dir = write_outputs(out_dir_for(summary["method"]), summary, scores, plot)
             run_id = log_evaluation(summary, out_dir, parent_run_id) if log_mlflow else None
             results.append(EvalResult(out_dir, summary, run_id))
+    if promotion is not None:
+        from vidpred.registry import promote_evaluated
+
+        def score_champion(model_uri: str) -> dict:  # the same evaluation (store, protocol, clips, seed)
+            options = {**protocol.method_options(promotion.method),
+                       **((method_options or {}).get(promotion.method) or {})}
+            predictor = load_predictor(promotion.method, model_uri, device, options)
+            scores = score_method(store, predictor, protocol, metrics, clips, batch_size, protocol.clip_seed, False)
+            return summarise(scores, protocol, metrics, track=track, model=model_uri, store=store,
+                             data_md5=_data_md5(), predictor=predictor.describe())
+
+        result = next(r for r in results if r.summary["method"] == promotion.method)
+        model = next(model for m, model in methods if m == promotion.method and model)
+        result.promotion = promote_evaluated(model, promotion, result.summary, score_champion, result.run_id)
     return results
 
 

@@ -67,6 +67,13 @@ def resolve_model(model: str | Path) -> Path:
     return path
 
 
+def resolve_model_file(model: str | Path, name: str, what: str, hint: str = "") -> Path:
+    """The model file for a command's ``--model``: a file as given, else ``name`` in the folder — a local one or
+    what an MLflow URI (``models:/vidpred-<track>-<method>@champion``, ``runs:/<id>/model``) downloads to."""
+    path = resolve_model(model)
+    return path if path.is_file() else _find(path, name, what, hint)
+
+
 def _find(root: Path, name: str, what: str, hint: str) -> Path:
     """``root`` itself if it is the file ``name``, else ``name`` in the folder ``root`` (or beside the file)."""
     folder = root if root.is_dir() else root.parent
@@ -284,4 +291,4 @@ def load_predictor(method: str, model: str | Path | None = None, device: str | t
 
 
 __all__ = ["Predictor", "CopyLast", "LinearExtrapolation", "CorrWisePredictor", "MosoPredictor", "LandmarkPredictor",
-           "load_predictor", "resolve_model", "resolve_device", "METHODS", "BASELINES"]
+           "load_predictor", "resolve_model", "resolve_model_file", "resolve_device", "METHODS", "BASELINES"]

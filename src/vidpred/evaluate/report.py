@@ -48,10 +48,10 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from vidpred.config import REPO_ROOT
+from vidpred.config import CONFIG_DIR
 from vidpred.errors import VidpredError
 
-PAPER_NUMBERS_FILE = REPO_ROOT / "configs" / "paper_numbers.yaml"
+PAPER_NUMBERS_FILE = CONFIG_DIR / "paper_numbers.yaml"
 EVAL_STAGE = "evaluate"
 EVAL_FORMAT = "vidpred-eval/"
 IMAGE_FILES = ("samples.png",)  # per-frame plots are drawn from metrics.json

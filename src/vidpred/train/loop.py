@@ -70,7 +70,9 @@ Then, for each step (nanoGPT style, nothing hidden):
    numpy, torch, CUDA) as plain values and tensors. The newest ``keep_checkpoints`` are kept.
 
 At the end rank 0 logs the model (``task.export_model()``, default: the single module; a CPU copy) with
-``mlflow.pytorch.log_model`` when an MLflow run is active, and the process group is destroyed.
+``mlflow.pytorch.log_model`` when an MLflow run is active — the stage's LoggedModel, with the final step's metrics;
+the files the stage then passes to ``StepLogger.files`` go into the same LoggedModel, and ``out_dir/mlflow_model.json``
+names it — and the process group is destroyed.
 
 *Stopping*: a SIGTERM while training (torchrun stopping the other processes after one failed, a pod being
 evicted) and a peer process that dies (the collective fails) both end the stage with one VidpredError line, so
@@ -98,8 +100,12 @@ were skipped in total.
 
 *Logging*: a :class:`StepLogger` writes ``metrics.jsonl`` and sample PNGs into ``out_dir`` and, when an
 MLflow run is active, the same metrics/images to MLflow, plus the params ``train.world_size`` and
-``train.device_used``. Pass ``callback=fn`` to receive ``fn(kind, step, payload)`` calls (kind ``"metrics"``
-or ``"images"``) without MLflow. Processes other than rank 0 write nothing.
+``train.device_used`` — through :class:`vidpred.tracking_buffer.LogBuffer`, so training never waits for the
+tracking server and survives it going away for a while (the stage's run gets everything once it is back; past
+``VIDPRED_TRACKING_DEADLINE`` the stage finishes its work and fails with one line saying what was not logged).
+Training stages (``stage_logging``) also log MLflow system metrics (``vidpred.tracking.log_system_metrics``).
+Pass ``callback=fn`` to receive ``fn(kind, step, payload)`` calls (kind ``"metrics"`` or ``"images"``) without
+MLflow. Processes other than rank 0 write nothing.
 """
 
 from __future__ import annotations
@@ -415,14 +421,18 @@ def require_split(what: str, splits: Iterable, split: str, dataset: str | None =
 
 class StepLogger:
     """Writes metrics/images to ``out_dir`` and, if an MLflow run is active, to MLflow. ``enabled=False``
-    (processes other than rank 0) writes nothing at all."""
+    (processes other than rank 0) writes nothing at all. Metrics, params and sample images go to MLflow through a
+    :class:`vidpred.tracking_buffer.LogBuffer` (in order, retried, training never waits for the server);
+    :meth:`flush` waits for them, :meth:`close` (``stage_logging`` calls it) raises one line if some were lost."""
 
     def __init__(self, out_dir: Path, callback: Callable[[str, int, dict], None] | None = None,
-                 use_mlflow: bool | None = None, enabled: bool = True):
+                 use_mlflow: bool | None = None, enabled: bool = True, stage: str = "train"):
         self.out_dir = Path(out_dir)
         self.callback = callback if enabled else None
         self.enabled = enabled
         self._mlflow = None
+        self._buffer = None  # vidpred.tracking_buffer.LogBuffer of the active run
+        self.model_id: str | None = None  # the MLflow LoggedModel of this stage, once logged
         if not enabled:
             return
         if use_mlflow is None:  # auto: only if someone already imported mlflow (importing it takes ~8 s)
@@ -431,7 +441,10 @@ class StepLogger:
             import mlflow
 
             if mlflow.active_run() is not None:
+                from vidpred.tracking_buffer import LogBuffer
+
                 self._mlflow = mlflow
+                self._buffer = LogBuffer(mlflow.active_run().info.run_id, mlflow.get_tracking_uri(), stage)
 
     @property
     def run_id(self) -> str | None:
@@ -439,9 +452,8 @@ class StepLogger:
 
     def params(self, values: dict[str, Any]) -> None:
         """Run parameters (MLflow only), e.g. ``train.world_size``."""
-        if self._mlflow:
-            with _no_sigterm():
-                self._mlflow.log_params({k: str(v) for k, v in values.items()})
+        if self._buffer:
+            self._buffer.params(values)
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         if not self.enabled:
@@ -449,9 +461,8 @@ class StepLogger:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with open(self.out_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps({"step": step, **values}) + "\n")
-        if self._mlflow:
-            with _no_sigterm():
-                self._mlflow.log_metrics(values, step=step)
+        if self._buffer:
+            self._buffer.metrics(values, step)
         if self.callback:
             self.callback("metrics", step, values)
 
@@ -466,29 +477,56 @@ class StepLogger:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(path) as fh:
                 Image.fromarray(array).save(fh, format="PNG")
-            if self._mlflow:
-                with _no_sigterm():
-                    self._mlflow.log_artifact(str(path), artifact_path=f"samples/{name}")
+            if self._buffer:
+                self._buffer.artifact(path, f"samples/{name}")
         if self.callback and images:
             self.callback("images", step, images)
 
-    def files(self, paths, artifact_path: str = "model") -> None:
-        """Log files (e.g. a stage's model file and what it needs beside it) under ``artifact_path``, so
-        ``runs:/<run id>/model`` is a folder ``vidpred evaluate --model`` can load."""
-        if self._mlflow:
-            for path in paths:
-                self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    def flush(self) -> bool:
+        """Wait until everything logged so far is in MLflow (True), or the tracking server stayed unreachable
+        past the deadline (False; :meth:`close` then says what was lost). True without MLflow."""
+        return self._buffer.wait() if self._buffer else True
 
-    def model(self, module: torch.nn.Module, name: str) -> None:
-        if not self._mlflow:
+    def close(self, raise_errors: bool = True) -> None:
+        """:meth:`flush` and stop sending; raise one :class:`vidpred.tracking_buffer.TrackingOutage` line naming
+        what could not be logged (unless ``raise_errors`` is false, e.g. while another error propagates)."""
+        if self._buffer:
+            self._buffer.close(raise_errors)
+
+    def _server_gone(self, what: str) -> bool:
+        """Flush first (model files go to MLflow directly); past the outage deadline skip ``what`` and say so."""
+        if self._buffer is None or self._buffer.wait():
+            return False
+        self._buffer.not_logged(what)
+        return True
+
+    def files(self, paths, artifact_path: str = "model") -> None:
+        """Put files (a stage's model file and what it needs beside it) into the stage's LoggedModel (made here if
+        the loop logged none), so ``models:/<model id>`` and ``runs:/<run id>/model`` are a folder ``vidpred
+        evaluate --model`` can load; ``out_dir/mlflow_model.json`` names that model for the evaluation stage."""
+        if self._mlflow and not self._server_gone("the model files"):
+            from vidpred import tracking
+
+            self.model_id = tracking.log_model_files(paths, self.model_id, name=artifact_path)
+            tracking.write_model_pointer(self.out_dir, self.model_id, self.run_id)
+
+    def model(self, module: torch.nn.Module, name: str, step: int = 0) -> None:
+        """Log ``module`` as the stage's MLflow LoggedModel ``name`` (pytorch flavour), with the run's metrics of
+        ``step`` (the final one) linked to it."""
+        if not self._mlflow or self._server_gone("the model"):
             return
         import mlflow.pytorch
+
+        from vidpred import tracking
 
         if any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers())):
             module = copy.deepcopy(module).cpu()  # loadable where there is no GPU
         # pickle format: "pt2" needs an input example; explicit requirements skip a ~10 s inference
-        mlflow.pytorch.log_model(module, name=name, serialization_format="pickle",
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vidpred"])
+        info = mlflow.pytorch.log_model(module, name=name, serialization_format="pickle", step=step,
+                                        tags=tracking.model_tags(), model_type="vidpred",
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "vidpred"])
+        self.model_id = info.model_id
+        tracking.write_model_pointer(self.out_dir, self.model_id, self.run_id)
 
 
 def _as_uint8_image(name: str, array) -> np.ndarray:
@@ -518,8 +556,24 @@ def stage_logging(stage: str, config=None, out_dir: Path | None = None, data_md5
     if stage_run is None:
         yield StepLogger(out_dir, callback, use_mlflow=False)
         return
-    with stage_run(stage, config=config, data_md5=data_md5):
-        yield StepLogger(out_dir, callback, use_mlflow=True)
+    from vidpred.tracking_buffer import TrackingOutage
+
+    try:
+        with stage_run(stage, config=config, data_md5=data_md5, system_metrics=True):
+            log = StepLogger(out_dir, callback, use_mlflow=True, stage=stage)
+            try:
+                yield log
+            except BaseException:
+                log.close(raise_errors=False)  # what was logged before the error still goes in (or waits out)
+                raise
+            log.close()  # one TrackingOutage line if something could not be logged: the run ends FAILED
+    except Exception as exc:  # ending the run on a server that stayed away fails too: say what was lost instead
+        cause = exc
+        while cause is not None and not isinstance(cause, TrackingOutage):
+            cause = cause.__context__
+        if cause is not None and cause is not exc:
+            raise cause from None
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -937,23 +991,6 @@ def _sigterm_as_error(stage: str) -> Iterator[None]:
     signal.signal(signal.SIGTERM, previous)
 
 
-@contextlib.contextmanager
-def _no_sigterm() -> Iterator[None]:
-    """Hold SIGTERM back while talking to MLflow (a SQL transaction cut in half can leave the run unclosable);
-    a SIGTERM that arrives meanwhile is delivered right after."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
 def _is_comm_error(exc: BaseException) -> bool:
     dist_error = getattr(torch.distributed, "DistError", ())
     text = str(exc).lower()
@@ -967,10 +1004,12 @@ def _train(task: Task, batches, settings: LoopSettings, logger: StepLogger | Non
     if world > 1 and not getattr(batches, "shards_by_rank", False):
         raise VidpredError(f"{settings.stage}: with {world} processes the batch source must shard by rank; "
                            "make it with vidpred.train.loop.epoch_batches")
+    owned = False
     if not main:
         logger = StepLogger(settings.out_dir, enabled=False)
     else:
-        logger = logger or StepLogger(settings.out_dir, callback)
+        owned = logger is None  # a logger made here is closed here; stage_logging closes its own
+        logger = logger or StepLogger(settings.out_dir, callback, stage=settings.stage)
     random.seed(settings.seed + rank)
     np.random.seed((settings.seed + rank) % 2**32)
     torch.manual_seed(settings.seed + rank)
@@ -1087,10 +1126,13 @@ def _train(task: Task, batches, settings: LoopSettings, logger: StepLogger | Non
     finally:
         bar.close()
 
+    logger.flush()  # everything logged is in MLflow when training returns (or the server stayed away too long)
     if main and settings.log_model:
         model = task.export_model()
         if model is not None:
-            logger.model(model, "model")
+            logger.model(model, "model", step)
+    if main and owned:
+        logger.close()
     return TrainResult(settings.stage, settings.out_dir, step, last, ckpt_path, resumed_from, logger.run_id, skipped)
 
 
