@@ -6,7 +6,7 @@ is built for the default image (:data:`components.common.DEFAULT_IMAGE`); the pi
 profile's ``pipeline.base_image`` with :func:`components.common.with_image`.
 """
 
-from components.data import prepare_data, validate_data
+from components.data import decide_training, prepare_data, validate_data
 from components.preprocess import preprocess_moso
 
-__all__ = ["prepare_data", "validate_data", "preprocess_moso"]
+__all__ = ["decide_training", "prepare_data", "validate_data", "preprocess_moso"]

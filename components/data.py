@@ -108,3 +108,16 @@ def validate_data(
         if not result.success:
             raise VidpredError(f"data validation failed: gate(s) {', '.join(result.failed)} "
                                f"(report: {report.path}/validation.txt)")
+
+
+@vidpred_component
+def decide_training(flags: list) -> bool:
+    """Whether the tracks train: any of the data tasks' ``train`` outputs (``flags``, one per dataset) is true.
+    Used only by profiles with ``data_refresh.on_unchanged: skip``: a scheduled run whose every dataset is unchanged
+    since its last preparation then skips training, evaluation and the report. kfp passes the list items as
+    text ('true'/'false') or as booleans, depending on the runner."""
+    from vidpred.data.remote import any_true
+
+    train = any_true(flags)
+    print("data changed: training" if train else "every dataset unchanged since its last preparation: training skipped")
+    return train

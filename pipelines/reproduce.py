@@ -57,7 +57,7 @@ from typing import Any, Mapping
 
 from kfp import dsl, kubernetes
 
-from components import preprocess_moso, prepare_data, validate_data
+from components import decide_training, preprocess_moso, prepare_data, validate_data
 from components.common import vidpred_component
 from components.corrwise import toycar_experiment, train_corrwise
 from components.evaluate import evaluate_track, make_report
@@ -79,7 +79,7 @@ COMPONENTS = {  # task kind → component
     "train_moso_vqvae": train_moso_vqvae, "moso_tokens": moso_tokens, "train_moso_transformer": train_moso_transformer,
     "train_corrwise": train_corrwise, "toycar_experiment": toycar_experiment, "train_landmarks": train_landmarks,
     "train_landmark_dynamics": train_landmark_dynamics, "evaluate": evaluate_track, "make_report": make_report,
-    "open_parent_run": open_parent_run, "close_parent_run": close_parent_run,
+    "open_parent_run": open_parent_run, "close_parent_run": close_parent_run, "decide_training": decide_training,
 }
 
 
@@ -309,8 +309,9 @@ def _run_tasks(make: _Tasks, run: dict, refresh_data: Any = False) -> None:
     Data preparation pulls a dataset prepared before with the same settings from the DVC remote
     (``$VIDPRED_DVC_REMOTE``, on a cluster from the ConfigMap) and pushes new ones (``vidpred.data.remote``);
     ``refresh_data`` (the pipeline parameter ``vidpred schedule`` sets) re-prepares from the source and says
-    whether the data changed since the last preparation. The tracks train either way: a run on unchanged data
-    retrains (``on_unchanged="train"``); skipping training on unchanged data is not wired into the pipeline."""
+    whether the data changed since the last preparation. With ``data_refresh.on_unchanged: skip`` in the profile,
+    the tracks and the report are inside one ``dsl.If`` on a ``decide-training`` task (any dataset's ``train``
+    output), so a run whose every dataset is unchanged trains nothing; otherwise the tracks always train."""
     profile = make.profile
     needs_moso = {t.dataset for t in profile.tracks.values() if "moso_vqvae" in t.stages}
     data: dict[str, dict] = {}
@@ -318,19 +319,32 @@ def _run_tasks(make: _Tasks, run: dict, refresh_data: Any = False) -> None:
         owner = ("dataset", spec.name)
         prep = make("prepare_data", owner, dataset=spec.dataset, source=spec.source or "", size=spec.size,
                     crop=spec.crop, clip_len=spec.clip_len, options_json=json.dumps(spec.options, sort_keys=True),
-                    dataset_name=spec.name, refresh=refresh_data, **run)
+                    dataset_name=spec.name, refresh=refresh_data, on_unchanged=profile.on_unchanged, **run)
         store, md5 = prep.outputs["store"], prep.outputs["data_md5"]
         gate = make("validate_data", owner, store=store, clip_len=spec.validate["clip_len"], data_md5=md5,
                     test_fraction=spec.validate.get("test_fraction", []),
                     val_fraction=spec.validate.get("val_fraction", []), dataset_name=spec.name, **run)
-        data[spec.name] = {"store": store, "md5": md5, "gate": gate}
+        data[spec.name] = {"store": store, "md5": md5, "gate": gate, "train": prep.outputs["train"]}
         if spec.name in needs_moso:
             moso = make("preprocess_moso", owner, store=store, clip_len=spec.moso["clip_len"],
                         lower=spec.moso["lower"], upper=spec.moso["upper"], data_md5=md5,
                         dataset_name=spec.name, **run)
             data[spec.name]["moso"] = moso.after(gate).outputs["moso"]
+    if profile.on_unchanged == "skip" and data:
+        # one condition for every track and the report (a task outside a dsl.If cannot wait for tasks inside it);
+        # the flags go as one list input: kfp.local 2.17 cannot resolve a dsl.If on a named task output
+        decide = make("decide_training", ("run", "decide-training"),
+                      flags=[d["train"] for d in data.values()])
+        with dsl.If(decide.output == True, name="data-changed"):  # noqa: E712 (a KFP condition, not Python)
+            _tracks_and_report(make, data, run)
+    else:
+        _tracks_and_report(make, data, run)
+
+
+def _tracks_and_report(make: _Tasks, data: dict, run: dict) -> None:
+    """Each track's tasks, then one report of the run after every evaluation, failed or not."""
     evaluations = []
-    for track in profile.tracks.values():
+    for track in make.profile.tracks.values():
         evaluations += _track_tasks(make, track, data.get(track.dataset), run)
-    if evaluations and profile.report:  # one report of the run, after every evaluation, failed or not
+    if evaluations and make.profile.report:
         make("make_report", ("run", "report"), **run).after(*evaluations).ignore_upstream_failure()

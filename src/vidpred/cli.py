@@ -112,13 +112,17 @@ def run(
     only: Optional[str] = OnlyOpt,
     set_: Optional[List[str]] = SetOpt,
     workdir: Optional[Path] = typer.Option(None, help="kfp.local pipeline root (default ./runs)."),
+    refresh_data: bool = typer.Option(False, "--refresh-data", help="Re-prepare every dataset from its source and "
+                                      "compare its md5 with the DVC remote's ($VIDPRED_DVC_REMOTE), as a scheduled "
+                                      "run does; with data_refresh.on_unchanged=skip unchanged data trains nothing."),
 ):
     """Run the reproduction pipeline locally through kfp.local (SubprocessRunner): each dataset prepared and
     gated once, then every track; a failed track does not stop the others (the run then exits non-zero)."""
     from vidpred.orchestrate import run_local
     from vidpred.profile import split_only
 
-    result = run_local(profile=profile, overrides=set_ or [], workdir=workdir, only=split_only(only))
+    result = run_local(profile=profile, overrides=set_ or [], workdir=workdir, only=split_only(only),
+                       refresh_data=refresh_data)
     typer.echo(result.describe())
 
 

@@ -280,11 +280,31 @@ def tag_dataset_md5s(parent_run_id: str) -> dict[str, str]:
         f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`vidpred.stage` = 'prepare_data'"))
     md5s = {r.data.tags.get("vidpred.dataset", "data"): r.data.tags[DATA_MD5_TAG] for r in runs
             if r.info.status == "FINISHED" and r.data.tags.get(DATA_MD5_TAG, "unknown") != "unknown"}
+    if runs and all(r.data.tags.get("vidpred.train") == "false" for r in runs):
+        # every dataset unchanged and data_refresh.on_unchanged=skip: the tracks did not run (vidpred.data.remote)
+        client.set_tag(parent_run_id, "vidpred.training_skipped", "true")
     for name, md5 in md5s.items():
         client.set_tag(parent_run_id, f"{DATA_MD5_TAG}.{name}", md5)
     if len(md5s) == 1:
         client.set_tag(parent_run_id, DATA_MD5_TAG, next(iter(md5s.values())))
+    _link_child_datasets(client, parent, [r for r in client.search_runs(
+        [parent.info.experiment_id], max_results=1000, filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")])
     return md5s
+
+
+def _link_child_datasets(client, parent, children) -> None:
+    """Log on the parent run every dataset its stage runs read (their MLflow dataset inputs, each once), so the
+    runs table's Dataset column and the compare view of two pipeline runs show which data each used."""
+    have = {(d.dataset.name, d.dataset.digest) for d in parent.inputs.dataset_inputs}
+    new = []
+    for child in children:
+        for item in child.inputs.dataset_inputs:
+            key = (item.dataset.name, item.dataset.digest)
+            if key not in have:
+                have.add(key)
+                new.append(item)
+    if new:
+        client.log_inputs(parent.info.run_id, datasets=new)
 
 
 # ------------------------------------------------------------------------------------------ local runs
@@ -305,6 +325,7 @@ class LocalRunResult:
     datasets: dict[str, str] = field(default_factory=dict)  # dataset → data md5
     tracks: list[str] = field(default_factory=list)
     outputs: dict[str, list[Path]] = field(default_factory=dict)  # task → output paths
+    training_skipped: bool = False  # every dataset unchanged since its last preparation (data_refresh.on_unchanged)
 
     @property
     def data_md5(self) -> str:
@@ -314,7 +335,9 @@ class LocalRunResult:
     def describe(self) -> str:
         lines = [
             f"pipeline {self.pipeline} (profile {self.profile}) finished: {len(self.tracks)} track(s) "
-            f"({', '.join(self.tracks)}), {len(self.outputs)} task(s)",
+            f"({', '.join(self.tracks)}), {len(self.outputs)} task(s)"
+            + ("; training skipped: every dataset is unchanged since its last preparation" if self.training_skipped
+               else ""),
             *[f"{f'data md5 {name}:':<20}{md5}" for name, md5 in self.datasets.items()],
             f"MLflow tracking:    {self.tracking_uri}",
             f"experiment:         {self.experiment} (id {self.experiment_id})",
@@ -408,10 +431,11 @@ def _failure_message(message: str, parent_run_id: str, profile, owners: dict) ->
 
 
 def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: str | Path | None = None,
-              only: Iterable[str] | None = None) -> LocalRunResult:
+              only: Iterable[str] | None = None, refresh_data: bool = False) -> LocalRunResult:
     """Run the profile's pipeline (its ``only`` tracks, default every enabled one) with ``kfp.local`` (see the
     module docstring). A failed track does not stop the others; the run then ends with a VidpredError naming
-    every failed track and stage, after the others finished."""
+    every failed track and stage, after the others finished. ``refresh_data``: the pipeline parameter of that name
+    (re-prepare the data from its source and compare md5s with the DVC remote's)."""
     spec, pipeline_func = _build(profile, overrides, only)
     from vidpred import tracking
 
@@ -441,7 +465,7 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
         # (vidpred.tracking.stage_run reads MLFLOW_TRACKING_URI and VIDPRED_PARENT_RUN_ID)
         with stage_env(uri, run_id):
             try:
-                pipeline_func(tracking_uri=uri, parent_run_id=run_id)
+                pipeline_func(tracking_uri=uri, parent_run_id=run_id, refresh_data=refresh_data)
                 failure = None
             except RuntimeError as exc:
                 failure = str(exc)
@@ -455,7 +479,8 @@ def run_local(profile: str = "smoke", overrides: Iterable[str] = (), workdir: st
         result = LocalRunResult(
             profile=profile, pipeline=name, tracking_uri=uri, experiment=experiment.name,
             experiment_id=experiment.experiment_id, parent_run_id=run_id, artifact_uri=parent.info.artifact_uri,
-            pipeline_root=root, run_dir=run_dir(), datasets=md5s, tracks=list(spec.tracks))
+            pipeline_root=root, run_dir=run_dir(), datasets=md5s, tracks=list(spec.tracks),
+            training_skipped=mlflow.MlflowClient().get_run(run_id).data.tags.get("vidpred.training_skipped") == "true")
     result.outputs = _task_outputs(result.run_dir)
     return result
 

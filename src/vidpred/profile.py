@@ -19,6 +19,8 @@ Top-level keys::
     cluster:    {config_map_env, secret_env, volume, service_account, image_pull_secrets, timeout_hours, retry}
                                                            # optional: how every task runs on Kubernetes (below)
     report:     {enabled}
+    data_refresh: {on_unchanged: train | skip}             # optional: what a run with refresh_data does when
+                                                           # every dataset is unchanged (below)
     provenance: {dotted.key: "paper: … | code: … | assumed: …"}
 
 DATASET (``vidpred data prepare`` arguments)::
@@ -108,6 +110,12 @@ place in a compiled KFP 2.17 pipeline (neither kfp-kubernetes nor the PipelineSp
 ``service_account`` (``kfp.Client().create_run_from_pipeline_package(…, service_account=…)``, the UI's run form),
 which KFP gives every pod of the run. A profile with ``cluster`` also opens its own MLflow parent run in the
 pipeline (``components/run.py``), so stages on a cluster nest under it.
+
+``data_refresh.on_unchanged`` (default ``train``) is for runs with the pipeline parameter ``refresh_data`` (what
+``vidpred schedule`` sets): every dataset is prepared again from its source and its DVC md5 compared with the one
+the DVC remote recorded for the same settings (``vidpred.data.remote``). With ``skip`` the tracks, their
+evaluations and the report sit in one ``dsl.If`` after a ``decide-training`` task and run only when some dataset
+changed; with ``train`` they always run (the data tasks still say whether the data changed).
 """
 
 from __future__ import annotations
@@ -120,9 +128,10 @@ from vidpred.errors import VidpredError
 
 TASK_KINDS = ("prepare_data", "validate_data", "preprocess_moso", "train_moso_vqvae", "moso_tokens",
               "train_moso_transformer", "train_corrwise", "toycar_experiment", "train_landmarks",
-              "train_landmark_dynamics", "evaluate", "make_report", "open_parent_run", "close_parent_run")
+              "train_landmark_dynamics", "evaluate", "make_report", "open_parent_run", "close_parent_run",
+              "decide_training")
 TOP_KEYS = ("pipeline", "tracking", "default_dataset", "datasets", "tracks", "resources", "gpu", "checkpoints",
-            "trainjob", "cluster", "report",
+            "trainjob", "cluster", "report", "data_refresh",
             "provenance")
 CLUSTER_KEYS = ("config_map_env", "secret_env", "volume", "service_account", "image_pull_secrets", "timeout_hours",
                 "retry")
@@ -224,6 +233,7 @@ class Profile:
     checkpoints: dict | None = None  # {location, pvc (or None)}
     trainjob: dict = field(default_factory=dict)  # {runtime, timeout_hours, poll_seconds, namespace}
     cluster: dict | None = None  # the checked `cluster` section (see the module doc); None: not a cluster profile
+    on_unchanged: str = "train"  # data_refresh.on_unchanged: "skip" → tracks run only when some dataset changed
 
     def describe(self) -> str:
         lines = [f"profile {self.profile}: {len(self.datasets)} dataset(s), {len(self.tracks)} track(s)"]
@@ -671,6 +681,10 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
     _placement(c, tracks, gpu, checkpoints)
     cluster = _cluster(c, values.get("cluster"), env, checkpoints, trainjob, tracks)
     report = c.mapping("report", values.get("report"), ("enabled",), optional=True)
+    refresh = c.mapping("data_refresh", values.get("data_refresh"), ("on_unchanged",), optional=True)
+    on_unchanged = str(refresh.get("on_unchanged", "train"))
+    if on_unchanged not in ("train", "skip"):
+        c.fail("data_refresh.on_unchanged", f"must be train or skip, got {on_unchanged!r}")
 
     if only:
         wanted = [t.strip() for t in only if t.strip()]
@@ -689,7 +703,8 @@ def parse_profile(cfg, profile: str = "", only: Iterable[str] | None = None) -> 
                    env={str(k): str(v) for k, v in env.items()},
                    datasets={n: d for n, d in datasets.items() if n in used}, tracks=selected,
                    resources=resources, gpu=gpu, report=bool(report.get("enabled", True)), default_dataset=default,
-                   all_datasets=datasets, checkpoints=checkpoints, trainjob=trainjob, cluster=cluster)
+                   all_datasets=datasets, checkpoints=checkpoints, trainjob=trainjob, cluster=cluster,
+                   on_unchanged=on_unchanged)
 
 
 def load_profile(profile: str, overrides: Iterable[str] = (), only: Iterable[str] | None = None) -> Profile:

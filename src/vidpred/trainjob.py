@@ -94,6 +94,10 @@ class TrainJobSettings:
     tolerations: list = field(default_factory=list)  # Kubernetes tolerations (dicts)
     node_selector: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)  # pipeline.env
+    # the profile's cluster.config_map_env / cluster.secret_env, {OBJECT: {KEY: ENV}}: references the job's pods
+    # resolve themselves (e.g. the MLflow login rank 0 needs), never values
+    config_map_env: dict = field(default_factory=dict)
+    secret_env: dict = field(default_factory=dict)
     timeout_s: int = 7 * 24 * 3600
     poll_s: int = 30
     namespace: str = ""  # empty: the namespace of the task's pod
@@ -147,6 +151,8 @@ def settings_for(profile, kind: str, stage) -> TrainJobSettings:
         pvc=profile.checkpoints["pvc"], runtime=job.get("runtime", RUNTIME),
         gpu_type=str(gpu.get("type") or "nvidia.com/gpu"), resources={k: str(v) for k, v in resources.items()},
         tolerations=tolerations, node_selector=selector, env=dict(profile.env),
+        config_map_env=dict((profile.cluster or {}).get("config_map_env") or {}),
+        secret_env=dict((profile.cluster or {}).get("secret_env") or {}),
         timeout_s=int(float(job.get("timeout_hours", 168)) * 3600), poll_s=int(job.get("poll_seconds", 30)),
         namespace=str(job.get("namespace") or ""))
 
@@ -186,6 +192,25 @@ def stage_command(stage: str, config: str, overrides: Iterable[str], nproc: int,
     return cmd
 
 
+def _env_refs(m, settings: TrainJobSettings, taken: set) -> list:
+    """Env vars of the job's pods from the profile's ConfigMap and Secret references (the same the pipeline's own
+    pods get, vidpred.profile ``cluster``), except names ``taken`` by plain values (forwarded from the task)."""
+    out = []
+    for kind, refs in (("config_map", settings.config_map_env), ("secret", settings.secret_env)):
+        for obj, keys in sorted(refs.items()):
+            for key, name in sorted(keys.items()):
+                if name in taken:
+                    continue
+                if kind == "secret":
+                    source = m.IoK8sApiCoreV1EnvVarSource(secret_key_ref=m.IoK8sApiCoreV1SecretKeySelector(
+                        name=obj, key=key))
+                else:
+                    source = m.IoK8sApiCoreV1EnvVarSource(config_map_key_ref=m.IoK8sApiCoreV1ConfigMapKeySelector(
+                        name=obj, key=key))
+                out.append(m.IoK8sApiCoreV1EnvVar(name=name, value_from=source))
+    return out
+
+
 def build_trainjob(name: str, settings: TrainJobSettings, command: list[str], env: Mapping[str, str],
                    labels: Mapping[str, str] | None = None):
     """The TrainJob object (``kubeflow_trainer_api.models.TrainerV1alpha1TrainJob``) for ``command`` on
@@ -208,7 +233,8 @@ def build_trainjob(name: str, settings: TrainJobSettings, command: list[str], en
     trainer = m.TrainerV1alpha1Trainer(
         image=settings.image, command=list(command), numNodes=settings.nodes, numProcPerNode=settings.nproc,
         resourcesPerNode=m.IoK8sApiCoreV1ResourceRequirements(requests=requests or None, limits=limits or None),
-        env=[m.IoK8sApiCoreV1EnvVar(name=k, value=str(v)) for k, v in sorted(env.items())] or None)
+        env=[m.IoK8sApiCoreV1EnvVar(name=k, value=str(v)) for k, v in sorted(env.items())]
+        + _env_refs(m, settings, set(env)) or None)
     claim = m.IoK8sApiCoreV1PersistentVolumeClaimVolumeSource(claimName=settings.pvc)
     pod = m.TrainerV1alpha1PodSpecPatch(
         volumes=[m.IoK8sApiCoreV1Volume(name=VOLUME, persistentVolumeClaim=claim)],

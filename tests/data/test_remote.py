@@ -380,3 +380,11 @@ def test_data_component_pulls_pushes_and_reports_refresh(s3, tmp_path, monkeypat
     new, store4, tags = run("new", refresh=True, on_unchanged="skip")
     assert new.data_md5 != first.data_md5 and new.data_changed and new.train
     assert R.lookup(remote, R.spec_key("folder", "32", 4, {}, source=str(videos))) == new.data_md5
+
+
+def test_any_true_reads_booleans_and_their_text():
+    from vidpred.data.remote import any_true
+
+    assert any_true([False, "true"]) and any_true(["True"]) and not any_true(["false", False]) and not any_true([])
+    with pytest.raises(VidpredError, match="expected true or false, got 'yes'"):
+        any_true(["yes"])

@@ -92,6 +92,11 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys, monkeypatc
         if dataset:  # the toy experiment reads no dataset
             assert run.data.tags["vidpred.data_md5"] == result.datasets[dataset], name
     assert stages["corrwise/corrwise"].data.tags["vidpred.track"] == "corrwise"
+    # the parent run lists every dataset its stages read (each once), so pipeline runs compare by their data
+    parent_inputs = [(d.dataset.name, d.dataset.digest) for d in client.get_run(parent.info.run_id).inputs.dataset_inputs]
+    child_inputs = {(d.dataset.name, d.dataset.digest) for r in children for d in r.inputs.dataset_inputs}
+    assert len(parent_inputs) == len(set(parent_inputs)) and set(parent_inputs) == child_inputs
+    assert set(result.datasets.values()) <= {digest for _, digest in parent_inputs}  # digest = the DVC md5
     assert evaluations["evaluate/landmarks-keypoints/landmarks"].data.tags["vidpred.track"] == "landmarks"
     assert stages["shapes-wide/validate_data"].data.tags["vidpred.dataset"] == "shapes-wide"
     for name, run in evaluations.items():

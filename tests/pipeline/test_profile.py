@@ -194,6 +194,8 @@ def test_split_only():
     (["gpu.stages=[train_corrwise]"], "'gpu.type' must name an accelerator"),
     (["gpu.stages=[train_corrwise]", "gpu.type=nvidia.com/gpu", "gpu.count=0"], "'gpu.count' must be int ≥ 1"),
     (["report.enable=false"], "'report.enable' is not a known key"),
+    (["data_refresh.on_unchanged=never"], "'data_refresh.on_unchanged' must be train or skip, got 'never'"),
+    (["data_refresh.when=always"], "'data_refresh.when' is not a known key"),
     (["pipeline.name=null"], "'pipeline.name' must be str"),
 ])
 def test_profile_mistakes_are_one_line_errors_naming_the_key(overrides, needle):

@@ -163,6 +163,20 @@ def test_settings_for_a_paper_stage_on_two_nodes():
     assert s.tolerations == [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}]
     assert s.node_selector == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     assert (s.timeout_s, s.poll_s) == (168 * 3600, 30)
+    # the job's pods get the cluster section's references (rank 0 logs to an MLflow behind its login; DVC keys)
+    assert s.secret_env["vidpred-mlflow-auth"] == {"MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+                                                   "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}
+    body = paper_job(s)[0].to_dict()
+    models().TrainerV1alpha1TrainJob.from_dict(body)  # still a valid job for the SDK
+    env = {e["name"]: e for e in body["spec"]["trainer"]["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"name": "MLFLOW_TRACKING_PASSWORD", "valueFrom": {
+        "secretKeyRef": {"name": "vidpred-mlflow-auth", "key": "MLFLOW_TRACKING_PASSWORD"}}}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "vidpred-dvc"
+    assert env["VIDPRED_DVC_REMOTE"]["valueFrom"] == {
+        "configMapKeyRef": {"name": "vidpred-tracking", "key": "VIDPRED_DVC_REMOTE"}}
+    # a value the task forwards wins over the ConfigMap's (the task's own MLflow URI and home)
+    assert env["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}
+    assert not any("value" in e and "PASSWORD" in name for name, e in env.items())
 
 
 # ------------------------------------------------------------------------------------------ status

@@ -331,6 +331,19 @@ def _push(s: _Scratch, key: str, path: Path, spec: dict | None, previous_md5: st
     return str(outs["md5"])
 
 
+def any_true(flags) -> bool:
+    """Any of ``flags`` true, each a bool or its text ('true'/'false', as a pipeline passes task outputs in a list)."""
+    def one(f) -> bool:
+        if isinstance(f, bool):
+            return f
+        text = str(f).strip().lower()
+        if text not in ("true", "false"):
+            raise VidpredError(f"expected true or false, got {f!r}")
+        return text == "true"
+
+    return any([one(f) for f in flags])
+
+
 def obtain(prepare_fn: Callable[[Path], object], out: str | Path, key: str, remote: Remote | None,
            refresh: bool = False, on_unchanged: str = "train", spec: dict | None = None) -> DataState:
     """The data stage's decision: pull ``key``'s data into ``out`` when the remote has it (unless ``refresh``),
@@ -366,5 +379,5 @@ def obtain(prepare_fn: Callable[[Path], object], out: str | Path, key: str, remo
                          remote=remote.describe())
 
 
-__all__ = ["Remote", "DataState", "spec_key", "decide", "lookup", "pull", "push", "obtain", "scratch",
+__all__ = ["Remote", "DataState", "spec_key", "decide", "any_true", "lookup", "pull", "push", "obtain", "scratch",
            "REMOTE_ENV", "ENDPOINT_ENV", "INDEX_DIR", "ON_UNCHANGED", "SPEC_KEY_VERSION"]
