@@ -147,6 +147,9 @@ def test_mlflow_ui_shows_runs_metrics_dataset_and_registered_model(store, server
                    ["Run Name", "Dataset", "Models", parents[0].info.run_name, f"{len(runs)} matching runs"],
                    size="1600,1000")
     assert text.count(parents[0].info.run_name) == 2, text[:2000]
+    # … and the Dataset column names the data each pipeline run used (the parent lists its stages' datasets)
+    names = {d.dataset.name for p in parents for d in p.inputs.dataset_inputs}
+    assert names and any(name in text for name in names), (names, text[:2000])
 
     # 2. the compare view of the two parent runs: every headline metric with its value
     ids = quote("[" + ",".join(f'"{p.info.run_id}"' for p in parents) + "]")
