@@ -33,8 +33,8 @@ def evaluate_track(store: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], e
                       promotion=PromotionSpec.from_json(promotion))
     text = "\n".join(r.describe() for r in results)
     for r in results:
-        for name, m in r.summary["metrics"].items():
-            evaluation.metadata[f"{r.summary['method']}/{name}"] = float(m["mean"])
+        for metric, m in r.summary["metrics"].items():
+            evaluation.metadata[f"{r.summary['method']}/{metric}"] = float(m["mean"])
     evaluation.metadata.update({"track": name, "protocol": protocol,
                                 "stand_in": any(r.summary["stand_in"] for r in results)})
     for r in results:

@@ -111,6 +111,11 @@ def test_smoke_pipeline_runs_locally_and_is_tracked(tmp_path, capsys, monkeypatc
         evaluations["evaluate/corrwise/copy-last"].data.metrics["psnr"])
     doc = json.loads((result.run_dir / "evaluate-corrwise" / "evaluation" / "corrwise" / "metrics.json").read_text())
     assert doc["protocol"] == "shapes-corrwise" and doc["metrics"]["lpips"]["stand_in"] is True
+    # the evaluation artifact's metadata (what the KFP UI shows): its evaluation name and headline means
+    out = json.loads((result.run_dir / "evaluate-corrwise" / "executor_output.json").read_text())
+    [meta] = [a.get("metadata", {}) for a in out["artifacts"]["evaluation"]["artifacts"]]
+    assert meta["track"] == "corrwise" and meta["protocol"] == "shapes-corrwise"
+    assert meta["corrwise/psnr"] == pytest.approx(evaluations["evaluate/corrwise/corrwise"].data.metrics["psnr"])
     # each trained predictor loads back from its stage run: vidpred evaluate --model runs:/<run id>/model
     import torch
 
