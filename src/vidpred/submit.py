@@ -436,6 +436,22 @@ def wait_for_run(client, run_id: str, poll: float = 15.0, timeout: float | None 
         time.sleep(poll)
 
 
+def _publish(client, auth: Auth, profile: str, overrides, only, params, cache: bool, experiment: str | None,
+             echo: Echo) -> tuple:
+    """What submit and schedule share: compile the profile, check the run parameters, upload the pipeline (or a
+    new version), create or reuse the experiment. Returns (compiled, values, upload, experiment name, its id,
+    whether it was created)."""
+    with tempfile.TemporaryDirectory(prefix="vidpred-kfp-") as tmp:
+        compiled = compile_for_kfp(profile, tmp, overrides, only, cache=cache)
+        values = parse_params(params, compiled.parameters)
+        up = upload(client, compiled, _namespace(auth))
+    echo(up.describe())
+    exp_name = experiment or compiled.experiment
+    exp_id, created = ensure_experiment(client, exp_name, _namespace(auth))
+    echo(f"experiment {exp_name}: {'created' if created else 'reused'} (id {exp_id})")
+    return compiled, values, up, exp_name, exp_id, created
+
+
 def submit(profile: str, host: str, experiment: str | None = None, overrides: Iterable[str] = (),
            only: Iterable[str] | None = None, params: Iterable[str] = (), run_name: str | None = None,
            wait: bool = False, poll: float = 15.0, timeout: float | None = None, cache: bool = True,
@@ -444,18 +460,12 @@ def submit(profile: str, host: str, experiment: str | None = None, overrides: It
     auth = auth or Auth()
     host = _check_host(host)
     client = connect(host, auth)  # unreachable or refused: one line before the (slower) compile
-    with tempfile.TemporaryDirectory(prefix="vidpred-submit-") as tmp:
-        compiled = compile_for_kfp(profile, tmp, overrides, only, cache=cache)
-        values = parse_params(params, compiled.parameters)
-        up = upload(client, compiled, _namespace(auth))
-        echo(up.describe())
-        exp_name = experiment or compiled.experiment
-        exp_id, created = ensure_experiment(client, exp_name, _namespace(auth))
-        echo(f"experiment {exp_name}: {'created' if created else 'reused'} (id {exp_id})")
-        name = run_name or f"{compiled.pipeline_name} {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
-        with _kfp_calls(host, f"starting a run of {compiled.pipeline_name}"):
-            run = client.run_pipeline(exp_id, name, params=values, pipeline_id=up.pipeline_id,
-                                      version_id=up.version_id, service_account=compiled.service_account)
+    compiled, values, up, exp_name, exp_id, created = _publish(client, auth, profile, overrides, only, params,
+                                                               cache, experiment, echo)
+    name = run_name or f"{compiled.pipeline_name} {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
+    with _kfp_calls(host, f"starting a run of {compiled.pipeline_name}"):
+        run = client.run_pipeline(exp_id, name, params=values, pipeline_id=up.pipeline_id,
+                                  version_id=up.version_id, service_account=compiled.service_account)
     url = run_url(host, run.run_id)
     shown = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items())) or "none"
     echo(f"run {name!r} started (id {run.run_id}); parameters: {shown}")
@@ -543,15 +553,9 @@ def schedule(profile: str, host: str, cron: str, name: str | None = None, experi
     if kfp_cron != " ".join(str(cron).split()):
         echo(f"cron {cron!r} → KFP {kfp_cron!r} (seconds first; times are UTC)")
     client = connect(host, auth)
-    with tempfile.TemporaryDirectory(prefix="vidpred-schedule-") as tmp:
-        compiled = compile_for_kfp(profile, tmp, overrides, only, cache=cache)
-        # a scheduled run re-prepares its data from the source and compares md5s (vidpred.data.remote)
-        values = parse_params(["refresh_data=true", *(params or [])], compiled.parameters)
-        up = upload(client, compiled, _namespace(auth))
-    echo(up.describe())
-    exp_name = experiment or compiled.experiment
-    exp_id, created = ensure_experiment(client, exp_name, _namespace(auth))
-    echo(f"experiment {exp_name}: {'created' if created else 'reused'} (id {exp_id})")
+    # a scheduled run re-prepares its data from the source and compares md5s (vidpred.data.remote)
+    compiled, values, up, exp_name, exp_id, created = _publish(
+        client, auth, profile, overrides, only, ["refresh_data=true", *(params or [])], cache, experiment, echo)
     name = name or f"{compiled.pipeline_name}-retrain"
     with _kfp_calls(host, f"recurring run {name}"):
         old = _recurring_runs(client, name, _namespace(auth))

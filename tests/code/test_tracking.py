@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.servers import MlflowServer, free_port
 from vidpred import tracking
 from vidpred.config import load_config
 from vidpred.errors import VidpredError
@@ -78,14 +78,8 @@ def test_env_overrides(monkeypatch, tmp_path):
     assert tracking.artifact_root() == (tmp_path / "arts").as_uri()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_preflight_fails_fast_for_closed_port():
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(VidpredError) as err:
         tracking.preflight(uri)
@@ -275,24 +269,7 @@ def test_image_gif_and_metric_helpers(store, tmp_path):
 def test_real_mlflow_server_roundtrip(monkeypatch, tmp_path):
     import mlflow
 
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                tracking.preflight(uri)
-                break
-            except VidpredError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-1500:]}")
-                time.sleep(0.5)
+    with MlflowServer(tmp_path) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.delenv("VIDPRED_ARTIFACT_ROOT", raising=False)  # the server picks the artifact store
         with tracking.pipeline_run("smoke", {"a": 2, "provenance": {"a": "assumed: test"}}, data_md5="m5") as run:
@@ -304,6 +281,3 @@ def test_real_mlflow_server_roundtrip(monkeypatch, tmp_path):
         assert got.data.tags["vidpred.data_md5"] == "m5"
         files = sorted(p.name for p in (tmp_path / "server-artifacts").rglob("*") if p.is_file())
         assert files == ["black.png", "provenance.json", "resolved.yaml"]
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)

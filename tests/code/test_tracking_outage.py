@@ -14,71 +14,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.servers import MlflowServer
 from vidpred.errors import VidpredError
 from vidpred.tracking_buffer import deadline_seconds
 from vidpred.train.loop import LoopSettings, Task, run_training, stage_logging
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`mlflow server` on loopback over a sqlite store; stop() kills it, start() brings it back on the same port."""
-
-    def __init__(self, root: Path):
-        self.root, self.port, self.proc = root, _free_port(), None
-        self.uri = f"http://127.0.0.1:{self.port}"
-
-    def start(self, wait: bool = True) -> None:
-        log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-             "--artifacts-destination", str(self.root / "server-artifacts")],
-            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-        if wait:
-            self.wait_up()
-
-    def up(self) -> bool:
-        import requests
-
-        try:
-            return requests.get(self.uri + "/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def wait_up(self, timeout: float = 120) -> None:
-        end = time.monotonic() + timeout
-        while not self.up():
-            if self.proc.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"mlflow server did not come up: {(self.root / 'server.log').read_text()[-1500:]}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def _server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    srv = Server(root)
+    srv = MlflowServer(root)
     yield srv
     srv.stop()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port
 from vidpred.data import remote as R
 from vidpred.data.prepare import prepare
 from vidpred.data.versioning import dir_md5
@@ -31,18 +31,12 @@ BUCKET = "vidpred-data"
 TINY = {"num_videos": 2, "num_test": 1, "num_frames": 6, "num_objects": 1, "seed": 3}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto_server on 127.0.0.1 with one IAM user allowed s3:*, and the bucket; yields (endpoint, key, secret)."""
     import boto3
 
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("moto") / "server.log"
     # the first 4 requests (the setup below) run unauthenticated, every later one is checked against IAM

@@ -13,7 +13,6 @@ import json
 import os
 import runpy
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from k8s_render import containers, find
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +45,6 @@ PIPELINE = (SECRET_VALUES[("vidpred-mlflow-auth", "MLFLOW_TRACKING_USERNAME")],
 START_TIMEOUT = 120  # seconds; the server starts in ~10 s on an idle 2-core machine
 TIMEOUT = 60  # seconds per request: a busy shared machine makes the password-hash check slow
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _container_env(container: dict) -> dict[str, str]:
@@ -85,7 +79,7 @@ def server(rendered, tmp_path_factory):
         ini.write(fh)
     env["MLFLOW_AUTH_CONFIG_PATH"] = str(tmp / "basic_auth.ini")
 
-    port = _free_port()
+    port = free_port()
     swapped = {"--host": "127.0.0.1", "--port": str(port), "--workers": "1",
                "--backend-store-uri": f"sqlite:///{tmp / 'mlflow.db'}",
                "--artifacts-destination": str(tmp / "artifacts")}

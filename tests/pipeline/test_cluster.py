@@ -5,14 +5,12 @@ environment a pod gets from the ConfigMap. No Kubernetes cluster or KFP backend 
 would execute, and the parent-run tasks run through kfp.local."""
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.servers import MlflowServer
 from vidpred.config import CONFIG_DIR, REPO_ROOT
 from vidpred.errors import VidpredError
 from vidpred.orchestrate import compile_pipeline
@@ -252,45 +250,11 @@ def test_cluster_settings_can_be_changed_with_set(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the parent run, for real
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on loopback, standing in for the one k8s/mlflow.yaml runs (the ConfigMap's URI)."""
-    import os
-
-    from vidpred import tracking
-
-    tmp = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen(
-        [Path(sys.executable).with_name("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                tracking.preflight(uri)
-                break
-            except VidpredError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not come up: {(tmp / 'server.log').read_text()[-1500:]}")
-                time.sleep(0.5)
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
 
 
 @pytest.fixture

@@ -15,18 +15,15 @@ Test containers carry a label and are removed at the end; dangling images are pr
 # (no `from __future__ import annotations`: kfp reads the test component's annotations at run time)
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
+from tests.servers import MlflowServer
 from vidpred import tracking
 from vidpred.config import REPO_ROOT
-from vidpred.errors import VidpredError
 
 pytestmark = pytest.mark.slow
 
@@ -97,33 +94,10 @@ def docker_host(engine, tmp_path_factory):
 
 @pytest.fixture
 def mlflow_server(tmp_path, monkeypatch) -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "mlflow-server.log", "wb")
-    proc = subprocess.Popen(
-        [Path(sys.executable).with_name("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                tracking.preflight(uri)
-                break
-            except VidpredError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not come up: {(tmp_path / 'mlflow-server.log').read_text()[-1500:]}")
-                time.sleep(0.5)
+    with MlflowServer(tmp_path) as uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.delenv("VIDPRED_ARTIFACT_ROOT", raising=False)  # the server stores the artifacts
         yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def keep_exit_status(monkeypatch):

@@ -19,16 +19,14 @@ import html
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from tests.pipeline.test_local_run import TINY
+from tests.servers import MlflowServer
 from vidpred.config import REPO_ROOT
 
 ARTIFACTS = Path(os.environ.get("VIDPRED_TEST_ARTIFACTS") or REPO_ROOT / "tests" / "artifacts") / "mlflow-ui"
@@ -71,33 +69,9 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    import requests
-
     db, artifacts, _ = store
-    log = tmp_path_factory.mktemp("ui-server") / "server.log"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(artifacts)],
-        stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
-    try:
-        end = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(uri + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > end:
-                pytest.fail(f"mlflow server did not come up: {log.read_text()[-1500:]}")
-            time.sleep(0.5)
+    with MlflowServer(tmp_path_factory.mktemp("ui-server"), db=db, artifacts=artifacts, timeout=180) as uri:
         yield uri
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
